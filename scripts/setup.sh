@@ -19,9 +19,15 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ constraints-gpu.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  constraints=constraints.txt
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    constraints=constraints-gpu.txt  # a GPU is present: let pip take torch's CUDA build
+  fi
+  .venv/bin/python -m pip install -q -c "$constraints" -e ".[test]" 2>&1 \
+    | grep -vE "^WARNING: Location .* is ignored" || true
+  .venv/bin/python -c "import torch, napari, napari_fvlm" || { echo "set-up failed: see pip output above" >&2; exit 1; }
   touch "$stamp"
 fi
 echo "set-up done: .venv ready"

@@ -82,3 +82,15 @@ def reorientation_for(affine: np.ndarray, shape_xyz: tuple[int, ...]) -> Reorien
     """The reorientation that brings a file with this affine to canonical LPS voxel order."""
     file_ornt = nio.io_orientation(np.asarray(affine, float))
     return Reorientation(file_ornt, tuple(int(s) for s in shape_xyz[:3]))
+
+
+def display_scale_translate(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """napari ``scale`` and ``translate`` (z, y, x) for a canonical volume.
+
+    napari's world then is LPS millimetres in (S, P, L) = (z, y, x) order: exact for scans
+    without obliquity, the nearest axis-aligned frame otherwise (exports use the true affine).
+    """
+    affine = np.asarray(affine, float)
+    scale = spacing_xyz(affine)[::-1]
+    origin_lps = _LPS_TO_RAS[:3, :3] @ affine[:3, 3]
+    return scale, origin_lps[::-1]

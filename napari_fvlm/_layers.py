@@ -1,0 +1,71 @@
+"""Volumes <-> napari layer data, keeping the original geometry beside the display geometry.
+
+A layer made here carries, in ``metadata``, the canonical affine (``fvlm_affine``), the file's own
+affine (``affine_ras``, as read) and the `SourceInfo` needed to write it back exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .core.geometry import display_scale_translate
+from .core.volume import Volume
+from .core.windows import DEFAULT_WINDOW, contrast_limits
+
+AFFINE_KEY = "fvlm_affine"
+SOURCE_KEY = "fvlm_source"
+
+
+def layer_name(path) -> str:
+    name = Path(str(path).rstrip("/")).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _geometry_kwargs(volume: Volume) -> dict:
+    scale, translate = display_scale_translate(volume.affine)
+    metadata = {AFFINE_KEY: volume.affine.copy(), SOURCE_KEY: volume.source}
+    if volume.source is not None:
+        metadata["affine_ras"] = np.asarray(volume.source.affine).copy()
+        metadata["source_path"] = volume.source.path
+    return {"scale": tuple(scale), "translate": tuple(translate), "metadata": metadata}
+
+
+def volume_layer_data(volume: Volume, name: str) -> tuple:
+    """A napari LayerDataTuple: Labels (with names as features) for masks, Image in HU otherwise."""
+    kwargs = {"name": name, **_geometry_kwargs(volume)}
+    if volume.is_labels:
+        ids = sorted(volume.labels)
+        kwargs["features"] = {"index": [0, *ids], "name": ["background", *(volume.labels[i] for i in ids)]}
+        kwargs["opacity"] = 0.5
+        return volume.array, kwargs, "labels"
+    kwargs.update(colormap="gray", contrast_limits=contrast_limits(DEFAULT_WINDOW))
+    return volume.array, kwargs, "image"
+
+
+def layer_volume(data: np.ndarray, attributes: dict, is_labels: bool = False) -> Volume:
+    """Rebuild the `Volume` a layer shows from its data and attributes (napari's layer state)."""
+    metadata = attributes.get("metadata") or {}
+    affine = metadata.get(AFFINE_KEY)
+    if affine is None:  # a layer that did not come from our reader: its scale/translate are LPS mm
+        scale = np.asarray(attributes.get("scale", (1, 1, 1)), float)[-3:]
+        translate = np.asarray(attributes.get("translate", (0, 0, 0)), float)[-3:]
+        affine = np.eye(4)
+        affine[:3, :3] = np.diag([-scale[2], -scale[1], scale[0]])
+        affine[:3, 3] = [-translate[2], -translate[1], translate[0]]
+    data = np.asarray(data)
+    labels = _label_names(data, attributes.get("features")) if is_labels else None
+    return Volume(data, np.asarray(affine, float), metadata.get(SOURCE_KEY), labels)
+
+
+def _label_names(data: np.ndarray, features) -> dict[int, str]:
+    """{id: name} for the labels present in ``data``, named from the layer's features table."""
+    names: dict[int, str] = {}
+    if features is not None and "index" in features and "name" in features:
+        names = {int(i): str(n) for i, n in zip(features["index"], features["name"])}
+    present = np.flatnonzero(np.bincount(data.ravel().astype(np.int64, copy=False)))
+    return {int(i): names.get(int(i), f"label {int(i)}") for i in present if i != 0}

@@ -1,0 +1,67 @@
+"""The `fvlm` command: phantom, demo, analyze, convert-official.
+
+Every refusal is one line on stderr and a non-zero exit status; no tracebacks for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .core.errors import FvlmInputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _cmd_phantom(args) -> None:
+    from .core.phantom import FindingRequest, generate_phantom, write_phantom
+
+    requests = None
+    if args.finding:
+        requests = [FindingRequest(*item.split(":", 1)) if ":" in item else FindingRequest(item)
+                    for item in args.finding]
+    phantom = generate_phantom(args.seed, findings=requests)
+    write_phantom(phantom, args.out)
+    names = ", ".join(f.name for f in phantom.findings) or "no findings"
+    print(f"phantom {args.seed} written to {args.out} ({names})")
+
+
+def _cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(seed=args.seed, analyze=not args.no_analyze)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fvlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    phantom = sub.add_parser("phantom", help="write a synthetic chest CT with masks, lesions and a report")
+    phantom.add_argument("--out", required=True, help="output folder")
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--finding", action="append", metavar="NAME[:WHERE]",
+                         help='e.g. "lung nodule:left" (repeatable; default: random findings)')
+    phantom.set_defaults(run=_cmd_phantom)
+
+    demo = sub.add_parser("demo", help="open napari with the phantom, its masks and the fVLM panel")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-analyze", action="store_true", help="open only; do not start the analysis")
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except FvlmInputError as err:
+        print(f"fvlm {args.command}: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"fvlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading and writing volumes: NIfTI and DICOM, into and out of `Volume`."""

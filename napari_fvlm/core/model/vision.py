@@ -1,0 +1,146 @@
+"""3D ViT image encoder returning multi-level tokens (METHOD.md "Vision side").
+
+Input (B, 1, Z, Y, X) in [0, 1]; a Conv3d with stride = patch cuts it into a (Zt, Yt, Xt) token
+grid (a trailing remainder smaller than one patch is dropped, the same floor rule the anatomy
+masks follow in `pooling.token_mask`). No CLS token: every token is a place in the body.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_fvlm.core.errors import FvlmInputError
+from napari_fvlm.core.model.config import ModelConfig
+
+Grid = tuple[int, int, int]
+
+
+def interpolate_position_embedding(pos_embed: torch.Tensor, grid_from: Grid, grid_to: Grid) -> torch.Tensor:
+    """Resize a (1, Zf*Yf*Xf, C) position embedding to another token grid, trilinearly in (z, y, x)."""
+    if tuple(grid_from) == tuple(grid_to):
+        return pos_embed
+    channels = pos_embed.shape[-1]
+    volume = pos_embed.reshape(1, *grid_from, channels).permute(0, 4, 1, 2, 3)
+    resized = F.interpolate(volume.float(), size=tuple(grid_to), mode="trilinear", align_corners=False)
+    return resized.to(pos_embed.dtype).flatten(2).transpose(1, 2)
+
+
+def position_embedding_from_2d(pos_embed_2d: torch.Tensor, grid_zyx: Grid) -> torch.Tensor:
+    """A 3D position embedding initialised from a 2D (MAE/ImageNet ViT) one.
+
+    The 2D table ((1,) [1 +] H*W, C; a leading CLS entry is dropped when present) is resized
+    bilinearly to (Y, X) and repeated along Z, as the fVLM authors initialised their ViT.
+    Returns (1, Z*Y*X, C).
+    """
+    table = pos_embed_2d.reshape(-1, pos_embed_2d.shape[-1])
+    count = table.shape[0]
+    side = int(round(count ** 0.5))
+    if side * side != count:  # a CLS entry first
+        table, count = table[1:], count - 1
+        side = int(round(count ** 0.5))
+    if side * side != count:
+        raise FvlmInputError(f"A 2D position embedding with {table.shape[0]} entries is not a square grid.")
+    channels = table.shape[-1]
+    image = table.reshape(1, side, side, channels).permute(0, 3, 1, 2).float()
+    z, y, x = grid_zyx
+    plane = F.interpolate(image, size=(y, x), mode="bilinear", align_corners=False)
+    volume = plane.unsqueeze(2).expand(1, channels, z, y, x)
+    return volume.flatten(2).transpose(1, 2).contiguous().to(pos_embed_2d.dtype)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, width = x.shape
+        # Fused qkv layout: [q | k | v], each split into heads (the common ViT layout).
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        drop = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=drop)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))
+
+
+class Mlp(nn.Module):
+    def __init__(self, width: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads, dropout)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = Mlp(width, width * mlp_ratio, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.mlp(self.norm2(x))
+
+
+class VisionTransformer3d(nn.Module):
+    """Patch embedding + learned 3D position embedding + pre-norm blocks; taps multi-level tokens."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.patch_zyx = tuple(config.patch_zyx)
+        self.grid_zyx = tuple(config.position_grid_zyx)
+        self.tap_blocks = tuple(config.tap_blocks)
+        width = config.width
+        self.patch_embed = nn.Conv3d(1, width, kernel_size=self.patch_zyx, stride=self.patch_zyx)
+        tokens = self.grid_zyx[0] * self.grid_zyx[1] * self.grid_zyx[2]
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokens, width))
+        self.pos_drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            Block(width, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(width)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        weight = self.patch_embed.weight  # as in MAE: a Linear over the flattened patch
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Grid]:
+        """Images (B, 1, Z, Y, X) -> (levels: list of (B, N, width), token grid (Zt, Yt, Xt))."""
+        if images.ndim != 5 or images.shape[1] != 1:
+            raise FvlmInputError(
+                f"The image encoder takes a (batch, 1, z, y, x) tensor, got shape {tuple(images.shape)}."
+            )
+        if any(s < p for s, p in zip(images.shape[2:], self.patch_zyx)):
+            raise FvlmInputError(
+                f"Input {tuple(images.shape[2:])} (z, y, x) is smaller than one patch {self.patch_zyx}; "
+                "pad the crop to the model's minimum input shape."
+            )
+        tokens = self.patch_embed(images.to(self.patch_embed.weight.dtype))
+        grid = tuple(tokens.shape[2:])
+        tokens = tokens.flatten(2).transpose(1, 2)
+        x = self.pos_drop(tokens + interpolate_position_embedding(self.pos_embed, self.grid_zyx, grid))
+        levels = []
+        for number, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if number in self.tap_blocks:
+                levels.append(x)
+        levels.append(self.norm(x))
+        return levels, grid

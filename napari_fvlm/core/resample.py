@@ -1,0 +1,55 @@
+"""The one resampler: move an array from one voxel grid to another through world space.
+
+Used for CT -> model spacing (linear), masks on another grid (nearest) and heatmaps from the
+token grid to the CT grid (linear). Grids are given by their voxel-to-RAS affines, so any two
+grids that share world space line up, whatever their orientation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def zyx_matrix(dst_affine: np.ndarray, src_affine: np.ndarray) -> np.ndarray:
+    """4x4 map from destination voxel (z, y, x) to source voxel (z, y, x)."""
+    ijk = np.linalg.inv(np.asarray(src_affine, float)) @ np.asarray(dst_affine, float)
+    perm = np.zeros((4, 4))
+    perm[0, 2] = perm[1, 1] = perm[2, 0] = perm[3, 3] = 1.0  # (z, y, x) <-> (i, j, k)
+    return perm @ ijk @ perm
+
+
+def resample(array: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
+             dst_shape: tuple[int, int, int], order: int = 1, cval: float = 0.0,
+             output_dtype=None) -> np.ndarray:
+    """Values of ``array`` (on the grid of ``src_affine``) on the grid (``dst_affine``, ``dst_shape``).
+
+    ``order`` 0 is nearest neighbour (labels), 1 trilinear. Outside the source: ``cval``.
+    """
+    m = zyx_matrix(dst_affine, src_affine)
+    linear, offset = m[:3, :3], m[:3, 3]
+    out_dtype = output_dtype or (array.dtype if order == 0 else np.float32)
+    if np.allclose(linear, np.diag(np.diag(linear))):
+        linear = np.diag(linear)  # axis-aligned: scipy's faster separable path
+    source = array if order == 0 else np.asarray(array, dtype=np.float32)
+    return ndimage.affine_transform(source, linear, offset=offset, output_shape=tuple(dst_shape),
+                                    order=order, mode="constant", cval=cval, output=out_dtype,
+                                    prefilter=False)
+
+
+def grid_affine(affine: np.ndarray, shape_zyx, new_spacing_zyx) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Affine and shape of a grid covering the same field of view at ``new_spacing_zyx`` mm.
+
+    Directions and the world position of voxel (0, 0, 0)'s corner are kept.
+    """
+    affine = np.asarray(affine, float)
+    old = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # (i, j, k) = (x, y, z)
+    new = np.asarray(new_spacing_zyx, float)[::-1]
+    directions = affine[:3, :3] / old
+    extent = old * np.asarray(shape_zyx, float)[::-1]
+    shape_xyz = np.maximum(1, np.round(extent / new)).astype(int)
+    out = np.eye(4)
+    out[:3, :3] = directions * new
+    corner = affine[:3, 3] - directions @ (old / 2)  # outer corner of voxel 0
+    out[:3, 3] = corner + directions @ (new / 2)
+    return out, tuple(int(s) for s in shape_xyz[::-1])
