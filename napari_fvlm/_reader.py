@@ -48,3 +48,18 @@ def read_volume(path):
 def _notify_error(message: str) -> None:
     from napari.utils.notifications import show_error
     show_error(message)
+
+
+def prefer_this_reader_for_nifti() -> list[str]:
+    """Make napari open NIfTI with this plugin without asking, unless the user chose otherwise.
+
+    napari's builtin reader also claims *.nii/*.nii.gz (through imageio, which cannot read them
+    without ITK), so a first drag-and-drop would ask which plugin to use. Returns the patterns set.
+    """
+    from napari.settings import get_settings
+
+    preferences = get_settings().plugins.extension2reader
+    missing = [p for p in ("*.nii", "*.nii.gz") if p not in preferences]
+    if missing:
+        get_settings().plugins.extension2reader = {**preferences, **{p: "napari-fvlm" for p in missing}}
+    return missing

@@ -18,6 +18,15 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
 
 
 def _write(path: str, data, attributes: dict, is_labels: bool) -> list[str]:
+    try:
+        return _write_volume(path, data, attributes, is_labels)
+    except FvlmInputError as err:
+        # napari silently drops a writer's ValueError (FvlmInputError is one) and reports "not a
+        # valid writer"; an OSError reaches the user with our message.
+        raise OSError(str(err)) from None
+
+
+def _write_volume(path: str, data, attributes: dict, is_labels: bool) -> list[str]:
     target = Path(path)
     if not str(target).lower().endswith((".nii", ".nii.gz")):
         target = target.with_name(target.name + ".nii.gz")

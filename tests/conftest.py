@@ -1,0 +1,6 @@
+"""Shared fixtures. Tests run offline: the text encoder loads from its local package folder."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
