@@ -32,6 +32,26 @@ def _cmd_demo(args) -> None:
     run_demo(seed=args.seed, analyze=not args.no_analyze)
 
 
+def _cmd_analyze(args) -> None:
+    from .analyze import run_analyze
+
+    run_analyze(args.ct, args.out, masks=args.masks, model=args.model, queries=args.query or (),
+                device=args.device)
+
+
+def _cmd_convert(args) -> None:
+    from .core.model.convert_official import convert_official
+
+    convert_official(args.checkpoint, args.out, text_encoder=args.text_encoder)
+    print(f"converted {args.checkpoint} -> {args.out}")
+
+
+def _cmd_download(args) -> None:
+    from .core.inference.models import resolve_model_source
+
+    print(resolve_model_source(args.model, download=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fvlm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-analyze", action="store_true", help="open only; do not start the analysis")
     demo.set_defaults(run=_cmd_demo)
+    analyze = sub.add_parser("analyze", help="score every anatomy for every finding; ground queries")
+    analyze.add_argument("ct", help="CT: NIfTI file or DICOM folder")
+    analyze.add_argument("--masks", help="anatomy masks: TotalSegmentator multilabel NIfTI or per-class "
+                                         "folder (default: run TotalSegmentator)")
+    analyze.add_argument("--model", help="checkpoint folder, 'demo' (default) or a hub id such as fvlm-b")
+    analyze.add_argument("--query", action="append", metavar="TEXT", help="free-text finding (repeatable)")
+    analyze.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    analyze.add_argument("--out", required=True, help="output folder (new, empty, or an earlier output)")
+    analyze.set_defaults(run=_cmd_analyze)
+
+    convert = sub.add_parser("convert-official", help="import the reference fVLM .pth (tensors only)")
+    convert.add_argument("checkpoint")
+    convert.add_argument("out")
+    convert.add_argument("--text-encoder", help="local CXR-BERT folder (default: the hub cache)")
+    convert.set_defaults(run=_cmd_convert)
+
+    download = sub.add_parser("download", help="download a model from the hub into the local cache")
+    download.add_argument("model", help="hub id, or fvlm-b")
+    download.set_defaults(run=_cmd_download)
     return parser
 
 

@@ -18,6 +18,7 @@ CONFIG_VERSION = 1
 CHECKPOINT_FORMAT = "napari-fvlm-checkpoint"
 CHECKPOINT_CONFIG_FILE = "config.json"
 CHECKPOINT_WEIGHTS_FILE = "model.safetensors"
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 _TUPLE_FIELDS = {
     "anatomies", "spacing_zyx", "hu_window", "min_input_shape_zyx", "patch_zyx",
@@ -162,7 +163,7 @@ PRESETS: dict[str, ModelConfig] = {
     "demo": ModelConfig(
         name="demo", anatomy_group_set="fine", anatomies=_FINE_ANATOMIES,
         spacing_zyx=(5.0, 3.0, 3.0), min_input_shape_zyx=(64, 128, 128), patch_zyx=(8, 16, 16),
-        width=192, depth=6, heads=4, tap_blocks=(2, 4, 5),
+        width=192, depth=4, heads=4, tap_blocks=(1, 2, 3),
         text_encoder="sentence-transformers/all-MiniLM-L6-v2", text_pooling="mean",
         text_max_length=128, text_in_checkpoint=False,
     ),
@@ -176,13 +177,20 @@ def preset(name: str) -> ModelConfig:
     return PRESETS[name]
 
 
+def looks_like_pickle(path: Path) -> bool:
+    """True for a torch.save archive (zip) or a raw pickle, judged by the first bytes only."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """The model config and the free-form ``extra`` dict of a checkpoint folder (no torch needed)."""
     folder = Path(folder)
     if not folder.exists():
         raise FvlmInputError(f"Model folder '{folder}' does not exist; check the path.")
     if folder.is_file():
-        if folder.suffix.lower() in (".pth", ".pt", ".bin", ".ckpt"):
+        if folder.suffix.lower() in PICKLE_SUFFIXES or looks_like_pickle(folder):
             raise FvlmInputError(
                 f"'{folder.name}' looks like a PyTorch pickle, which is never opened here; "
                 "convert it with `fvlm convert-official`."
@@ -192,6 +200,12 @@ def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig, dict[str, A
             f"{CHECKPOINT_WEIGHTS_FILE}."
         )
     path = folder / CHECKPOINT_CONFIG_FILE
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if not path.is_file() and pickles:
+        raise FvlmInputError(
+            f"'{folder}' holds '{pickles[0]}' but no {CHECKPOINT_CONFIG_FILE}: that file looks like a "
+            "PyTorch pickle, which is never opened here; convert it with `fvlm convert-official`."
+        )
     if not path.is_file():
         raise FvlmInputError(
             f"Model folder '{folder}' has no {CHECKPOINT_CONFIG_FILE}; it is not an fVLM checkpoint "
@@ -221,5 +235,6 @@ def checkpoint_config_json(config: ModelConfig, extra: dict[str, Any] | None) ->
 
 __all__ = [
     "ModelConfig", "PRESETS", "preset", "read_checkpoint_config", "checkpoint_config_json",
+    "looks_like_pickle", "PICKLE_SUFFIXES",
     "CONFIG_VERSION", "CHECKPOINT_CONFIG_FILE", "CHECKPOINT_WEIGHTS_FILE",
 ]

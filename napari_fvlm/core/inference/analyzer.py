@@ -1,0 +1,111 @@
+"""`Analyzer`: one model, cached CT encodings and text embeddings, and the analysis they answer.
+
+The same object serves the napari panel, `fvlm analyze` and evaluation in training: encode a CT
+once per (CT, model), then scores, finding heatmaps and queries cost a text forward at most.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+
+from ..anatomy.align import align_labels
+from ..volume import Volume
+from .encoding import EncodedCT, Progress, check_cancel, encode_ct
+from .grounding import Grounding, Heatmap, finding_heatmap, ground_query
+from .preprocess import prepare_for_model
+from .scoring import zero_shot_scores
+
+MAX_CACHED_CTS = 4
+MAX_CACHED_TEXTS = 4096
+
+
+@dataclass
+class Analysis:
+    """Scores for every anatomy x finding, and the queries grounded so far."""
+
+    scores: dict[str, dict[str, float]]
+    absent: list[str]
+    queries: list[Grounding] = field(default_factory=list)
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+
+class Analyzer:
+    """A loaded model with caches; thread-safe for one worker at a time (the GUI runs one)."""
+
+    def __init__(self, model, finding_set: str = "all", name: str | None = None):
+        self.model = model
+        self.finding_set = finding_set
+        self.name = name or model.config.name
+        self._encoded: OrderedDict[object, EncodedCT] = OrderedDict()
+        self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """(T, D) embeddings, computed once per distinct text."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
+        if missing:
+            with torch.inference_mode():
+                new = self.model.encode_text(missing).float()
+            for text, row in zip(missing, new):
+                self._texts[text] = row
+            while len(self._texts) > MAX_CACHED_TEXTS:
+                self._texts.popitem(last=False)
+        return torch.stack([self._texts[t] for t in texts])
+
+    def encode(self, ct: Volume, labels: Volume, key=None, progress: Progress | None = None,
+               cancel: threading.Event | None = None) -> EncodedCT:
+        """The CT's encoding, from the cache when ``key`` was encoded before."""
+        if key is not None and key in self._encoded:
+            self._encoded.move_to_end(key)
+            return self._encoded[key]
+        start = time.perf_counter()
+        if progress is not None:
+            progress(0.02, "preparing the CT")
+        labels = align_labels(ct, labels)
+        prepared = prepare_for_model(ct, labels, self.config)
+        check_cancel(cancel)
+        prepare_s = time.perf_counter() - start
+        with self._lock:
+            encoded = encode_ct(self.model, prepared, progress, cancel)
+        encoded.timing_s["prepare"] = prepare_s
+        if key is not None:
+            self._encoded[key] = encoded
+            while len(self._encoded) > MAX_CACHED_CTS:
+                self._encoded.popitem(last=False)
+        return encoded
+
+    def scores(self, encoded: EncodedCT) -> dict[str, dict[str, float]]:
+        return zero_shot_scores(self.model, encoded, self.text_embeddings, self.finding_set)
+
+    def ground(self, encoded: EncodedCT, query: str) -> Grounding:
+        return ground_query(self.model, encoded, query, self.text_embeddings, self.config.anatomy_group_set)
+
+    def finding_heatmap(self, encoded: EncodedCT, anatomy: str, finding: str) -> Heatmap:
+        return finding_heatmap(self.model, encoded, anatomy, finding, self.text_embeddings)
+
+    def analyze(self, ct: Volume, labels: Volume, queries=(), key=None, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> tuple[EncodedCT, Analysis]:
+        """Encode (or reuse), score every anatomy x finding, ground each query."""
+        start = time.perf_counter()
+        encoded = self.encode(ct, labels, key, progress, cancel)
+        check_cancel(cancel)
+        if progress is not None:
+            progress(0.92, "scoring findings")
+        scores = self.scores(encoded)
+        grounded = []
+        for query in queries:
+            check_cancel(cancel)
+            grounded.append(self.ground(encoded, query))
+        timing = {**encoded.timing_s, "total": time.perf_counter() - start}
+        if progress is not None:
+            progress(1.0, "done")
+        return encoded, Analysis(scores, list(encoded.absent), grounded, timing)

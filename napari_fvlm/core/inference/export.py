@@ -1,0 +1,104 @@
+"""Writing an analysis: findings.json and heatmaps as NIfTI on the CT's own grid and affine.
+
+Everything is written into a temporary sibling folder first and moved into place at the end,
+so a failure or a cancel never leaves half an output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FvlmInputError
+from ..io.nifti import write_nifti
+from ..resample import resample
+from ..volume import Volume
+from .analyzer import Analysis
+from .grounding import Heatmap
+
+RESEARCH_NOTICE = "Research use only; not for diagnosis."
+OUTPUT_NAMES = {"findings.json", "findings.csv", "heatmaps"}
+
+
+def heatmap_on_ct_grid(heatmap: Heatmap, ct: Volume) -> np.ndarray:
+    """The token-resolution heatmap resampled (trilinear) onto the CT's voxel grid."""
+    return resample(heatmap.values, heatmap.affine, ct.affine, ct.shape, order=1, cval=0.0)
+
+
+def slug(text: str, limit: int = 48) -> str:
+    """A file-name-safe short form of a finding or query."""
+    cleaned = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return cleaned[:limit].rstrip("_") or "query"
+
+
+def findings_document(analysis: Analysis, heatmap_files: dict[str, dict], model_info: dict,
+                      ct: Volume, extra: dict | None = None) -> dict:
+    """The findings.json content (documented in docs/findings-json.md)."""
+    return {
+        "notice": RESEARCH_NOTICE,
+        "anatomies": {a: {"findings": f} for a, f in analysis.scores.items()},
+        "absent_anatomies": analysis.absent,
+        "queries": [
+            {"text": g.text, "peak_world_mm": g.peak_world_mm, "peak_anatomy": g.peak_anatomy,
+             "heatmap": heatmap_files.get(f"query:{i}", {}).get("file"),
+             "searched_anatomies": g.searched,
+             "anatomy_similarity": [{"anatomy": a, "similarity": s} for a, s in g.anatomy_scores]}
+            for i, g in enumerate(analysis.queries)
+        ],
+        "heatmaps": [info for key, info in heatmap_files.items() if not key.startswith("query:")],
+        "model": model_info,
+        "ct": {"path": ct.source.path if ct.source else None, "shape_zyx": list(ct.shape),
+               "spacing_zyx": [round(float(s), 6) for s in ct.spacing],
+               "affine_ras": np.asarray(ct.source.affine if ct.source else ct.affine).tolist()},
+        "timing_s": {k: round(float(v), 4) for k, v in analysis.timing_s.items()},
+        **(extra or {}),
+    }
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise FvlmInputError(f"{out} exists and is a file; give a folder for the results.")
+    if out.is_dir():
+        foreign = [p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES]
+        if foreign:
+            raise FvlmInputError(f"{out} holds other files ({', '.join(sorted(foreign)[:3])}); "
+                                 "give an empty or new folder so nothing of yours is overwritten.")
+
+
+def write_analysis(out: str | Path, ct: Volume, analysis: Analysis, heatmaps: dict[str, tuple[Heatmap, dict]],
+                   model_info: dict, extra: dict | None = None) -> Path:
+    """Write findings.json and heatmaps/*.nii.gz into ``out`` atomically; returns ``out``.
+
+    ``heatmaps`` maps a key ("query:<i>" or any finding key) to (heatmap, description fields).
+    """
+    out = Path(out)
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (staging / "heatmaps").mkdir()
+        files: dict[str, dict] = {}
+        for key, (heatmap, info) in heatmaps.items():
+            name = f"heatmaps/{slug(heatmap.name)}.nii.gz"
+            while any(f["file"] == name for f in files.values()):
+                name = name.replace(".nii.gz", "_.nii.gz")
+            write_nifti(ct.with_array(heatmap_on_ct_grid(heatmap, ct)), staging / name)
+            files[key] = {"file": name, **info}
+        document = findings_document(analysis, files, model_info, ct, extra)
+        (staging / "findings.json").write_text(json.dumps(document, indent=2))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out

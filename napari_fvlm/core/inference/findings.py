@@ -1,0 +1,55 @@
+"""Which findings are scored for which anatomy, and the zero-shot prompt pair for each.
+
+The CT-RATE findings (METHOD.md, 16 of its 18 labels) plus those of the synthetic phantom.
+A fine anatomy (a lobe, the left lung) is scored for its organ's findings.
+"""
+
+from __future__ import annotations
+
+CT_RATE_FINDINGS: dict[str, tuple[str, ...]] = {
+    "lung": ("emphysema", "atelectasis", "lung nodule", "lung opacity", "pulmonary fibrotic sequela",
+             "pleural effusion", "mosaic attenuation pattern", "peribronchial thickening", "consolidation",
+             "bronchiectasis", "interlobular septal thickening"),
+    "heart": ("cardiomegaly", "pericardial effusion", "coronary artery wall calcification"),
+    "esophagus": ("hiatal hernia",),
+    "aorta": ("arterial wall calcification",),
+}
+
+PHANTOM_FINDINGS: dict[str, tuple[str, ...]] = {
+    "lung": ("lung nodule", "pleural effusion", "consolidation", "atelectasis", "emphysema",
+             "ground-glass opacity"),
+    "heart": ("cardiomegaly", "pericardial effusion", "coronary artery calcification"),
+    "aorta": ("arterial wall calcification",),
+    "esophagus": ("hiatal hernia",),
+    "liver": ("liver lesion",),
+}
+
+FINDING_SETS = {"ct-rate": CT_RATE_FINDINGS, "phantom": PHANTOM_FINDINGS}
+
+POSITIVE_PROMPT = "{finding}."
+NEGATIVE_PROMPT = "No {finding}."
+
+
+def organ_of(anatomy: str) -> str:
+    """The organ whose findings an anatomy group is scored for (lobes and sides -> lung)."""
+    if anatomy.startswith("lung"):
+        return "lung"
+    return {"kidneys": "kidney"}.get(anatomy, anatomy)
+
+
+def findings_for(anatomy: str, finding_set: str = "ct-rate") -> tuple[str, ...]:
+    """Findings scored for ``anatomy`` in a finding set ("ct-rate", "phantom" or "all")."""
+    if finding_set == "all":
+        merged = []
+        for table in FINDING_SETS.values():
+            merged += [f for f in table.get(organ_of(anatomy), ()) if f not in merged]
+        return tuple(merged)
+    return FINDING_SETS[finding_set].get(organ_of(anatomy), ())
+
+
+def prompt_pair(finding: str, positive: str = POSITIVE_PROMPT, negative: str = NEGATIVE_PROMPT) -> tuple[str, str]:
+    """(positive, negative) prompt texts; capitalised like report sentences."""
+    def fill(template: str) -> str:
+        text = template.format(finding=finding)
+        return text[:1].upper() + text[1:]
+    return fill(positive), fill(negative)

@@ -1,0 +1,71 @@
+"""Where models come from: the bundled demo weights, a checkpoint folder, or a hub id.
+
+Nothing is downloaded unless the caller asks (``download=True``); offline, a hub id is looked up
+in the local Hugging Face cache only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import FvlmInputError
+
+DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "demo"
+HUB_IDS = {"fvlm-b": "napari-fvlm/fvlm-b"}  # our converted fVLM-B release (config.json + safetensors)
+CHECKPOINT_FILES = ["config.json", "model.safetensors", "text_encoder/*"]
+
+
+def resolve_model_source(source: str | os.PathLike | None, download: bool = False) -> Path:
+    """A local checkpoint folder for "demo", a folder path, or a hub id / preset name."""
+    if source is None or str(source) == "demo":
+        if not (DEMO_WEIGHTS / "config.json").exists():
+            raise FvlmInputError("The bundled demo weights are missing from this installation; "
+                                 "reinstall napari-fvlm or pass --model with a checkpoint folder.")
+        return DEMO_WEIGHTS
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    repo_id = HUB_IDS.get(str(source), str(source))
+    if "/" not in repo_id or repo_id.startswith((".", "/")):
+        raise FvlmInputError(f"No model at '{source}': give a checkpoint folder, 'demo', or a hub id "
+                             f"such as {', '.join(HUB_IDS)}.")
+    return _from_hub(repo_id, download)
+
+
+def _from_hub(repo_id: str, download: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILES, local_files_only=not download))
+    except LocalEntryNotFoundError:
+        raise FvlmInputError(f"'{repo_id}' is not in the local model cache; download it once with "
+                             f"`fvlm download {repo_id}` (needs internet), or convert the official "
+                             "checkpoint with `fvlm convert-official`.") from None
+    except Exception as err:  # network or hub errors when a download was asked for
+        raise FvlmInputError(f"Could not download '{repo_id}': {str(err).splitlines()[0]}") from None
+
+
+def load_model(source=None, device: str = "auto", download: bool = False):
+    """(model in eval mode on the chosen device, its checkpoint folder)."""
+    from ..model.checkpoint import load_checkpoint
+
+    folder = resolve_model_source(source, download)
+    model = load_checkpoint(folder, device=pick_device(device))
+    model.eval()
+    return model, folder
+
+
+def pick_device(device: str = "auto") -> str:
+    """"auto" -> "cuda" when a GPU is usable, else "cpu"; "gpu" is an alias of "cuda"."""
+    import torch
+
+    device = {"gpu": "cuda"}.get(device, device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FvlmInputError("No GPU is available here; choose the CPU (or auto).")
+    if device not in ("cpu", "cuda"):
+        raise FvlmInputError(f"Unknown device '{device}'; choose auto, cpu or gpu.")
+    return device

@@ -1,0 +1,253 @@
+"""The fVLM model: config, 3D ViT, anatomy pooling, text encoder (offline MiniLM), presets."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported anywhere in this process
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from napari_fvlm.core.errors import FvlmInputError
+from napari_fvlm.core.model import (
+    ModelConfig, build_model, inference_context, interpolate_position_embedding,
+    position_embedding_from_2d, preset, token_mask,
+)
+from napari_fvlm.core.model.pooling import AnatomyPooling
+from napari_fvlm.core.model.text import MINILM_HUB_ID, TextEncoder, resolve_text_source
+from napari_fvlm.core.model.vision import VisionTransformer3d
+
+DEMO = preset("demo")
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    torch.manual_seed(0)
+    return build_model(DEMO).eval()
+
+
+def _box_mask(batch, shape, box):
+    mask = torch.zeros(batch, *shape, dtype=torch.bool)
+    mask[(slice(None), *[slice(a, b) for a, b in box])] = True
+    return mask
+
+
+def test_config_json_round_trip_and_refusals():
+    for name in ("demo", "fvlm-b"):
+        config = preset(name)
+        assert ModelConfig.from_json(config.to_json()) == config
+    data = DEMO.to_dict()
+    with pytest.raises(FvlmInputError, match="Unknown fVLM model config keys.*colour"):
+        ModelConfig.from_dict({**data, "colour": "red"})
+    with pytest.raises(FvlmInputError, match="newer"):
+        ModelConfig.from_dict({**data, "config_version": 99})
+    with pytest.raises(FvlmInputError, match="divisible"):
+        ModelConfig.from_dict({**data, "width": 190})
+    with pytest.raises(FvlmInputError, match="lacks the keys.*width"):
+        ModelConfig.from_dict({k: v for k, v in data.items() if k != "width"})
+    with pytest.raises(FvlmInputError, match="not valid JSON"):
+        ModelConfig.from_json("{width: 1")
+
+
+def test_config_module_does_not_import_torch():
+    code = "import sys, napari_fvlm.core.model as m; m.preset('demo'); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_demo_shapes_and_unit_norms(demo_model):
+    images = torch.rand(2, 1, 32, 64, 80)
+    heart = _box_mask(2, (32, 64, 80), [(4, 20), (10, 40), (20, 60)])
+    with inference_context("cpu"):
+        levels, grid = demo_model.encode_image(images)
+        embeddings, valid = demo_model.pool(levels, grid, demo_model.token_masks({"heart": heart}))
+        dense = demo_model.dense_embeddings(levels, "heart")
+        texts = demo_model.encode_text(["heart is enlarged", "no pleural effusion", "x"])
+    assert grid == (4, 4, 5)
+    assert len(levels) == len(DEMO.tap_blocks) + 1
+    assert all(level.shape == (2, 80, DEMO.width) and level.dtype == torch.float32 for level in levels)
+    assert embeddings["heart"].shape == (2, DEMO.embed_dim) and valid["heart"].tolist() == [True, True]
+    assert dense.shape == (2, 80, DEMO.embed_dim) and texts.shape == (3, DEMO.embed_dim)
+    for tensor in (embeddings["heart"], dense, texts):
+        assert torch.allclose(tensor.norm(dim=-1), torch.ones(tensor.shape[:-1]), atol=1e-5)
+
+
+def test_token_mask_max_pools_and_drops_remainder():
+    mask = torch.zeros(17, 33, 40, dtype=torch.bool)  # patch (8, 16, 16): grid (2, 2, 2), remainders dropped
+    mask[9, 3, 17] = True  # one voxel in token (1, 0, 1)
+    mask[16, 32, 39] = True  # only in the dropped remainder
+    tokens = token_mask(mask, DEMO.patch_zyx)
+    assert tokens.shape == (2, 2, 2) and tokens.dtype == torch.bool
+    assert tokens.nonzero().tolist() == [[1, 0, 1]]
+
+
+def test_pooling_respects_masks_and_flags_empty_anatomies():
+    torch.manual_seed(1)
+    pooling = AnatomyPooling(DEMO).eval()
+    grid = (2, 3, 4)
+    levels = [torch.randn(2, 24, DEMO.width) for _ in range(4)]
+    heart = torch.zeros(2, *grid, dtype=torch.bool)
+    heart[0, 0, 1, 1:3] = True
+    heart[1, 1, 2, 0] = True
+    liver = torch.zeros(2, *grid, dtype=torch.bool)
+    liver[0, 1] = True  # empty in sample 1
+    masks = {"heart": heart, "liver": liver}
+    embeddings, valid = pooling(levels, grid, masks)
+    assert valid["heart"].tolist() == [True, True] and valid["liver"].tolist() == [True, False]
+    assert torch.isfinite(embeddings["liver"]).all() and torch.all(embeddings["liver"][1] == 0)
+
+    outside = ~heart.reshape(2, 24)
+    changed = [torch.where(outside[..., None], level + 5 * torch.randn_like(level), level) for level in levels]
+    embeddings2, _ = pooling(changed, grid, masks)
+    assert torch.allclose(embeddings2["heart"], embeddings["heart"], atol=1e-6)
+    assert not torch.allclose(embeddings2["liver"][0], embeddings["liver"][0], atol=1e-3)
+
+
+def test_pooling_matches_torch_multihead_attention():
+    """Our batched, masked attention equals nn.MultiheadAttention on the selected tokens alone."""
+    torch.manual_seed(2)
+    pooling = AnatomyPooling(DEMO).eval()
+    reference = torch.nn.MultiheadAttention(DEMO.width, DEMO.pool_heads, batch_first=True).eval()
+    reference.load_state_dict({k: v for k, v in pooling.attn.state_dict().items()})
+    grid = (2, 2, 3)
+    levels = [torch.randn(2, 12, DEMO.width) for _ in range(3)]
+    lung = torch.rand(2, *grid) > 0.5
+    lung[:, 0, 0, 0] = True
+    embeddings, _ = pooling(levels, grid, {"lung_left": lung})
+    index = DEMO.anatomies.index("lung_left")
+    for sample in range(2):
+        selected = lung[sample].reshape(-1)
+        keys = torch.cat([level[sample, selected] for level in levels])[None]
+        pooled, _ = reference(pooling.queries[index][None, None], keys, keys)
+        expected = torch.nn.functional.normalize(pooling.projections[index](pooled[0, 0]), dim=-1)
+        assert torch.allclose(embeddings["lung_left"][sample], expected, atol=1e-5)
+
+
+def test_dense_embedding_is_the_pooled_embedding_of_a_single_token():
+    torch.manual_seed(3)
+    pooling = AnatomyPooling(DEMO).eval()
+    grid = (1, 2, 3)
+    tokens = torch.randn(1, 6, DEMO.width)
+    levels = [tokens] * 4  # identical levels: attention over one location's copies is uniform
+    mask = torch.zeros(1, *grid, dtype=torch.bool)
+    mask[0, 0, 1, 2] = True
+    embeddings, _ = pooling(levels, grid, {"aorta": mask})
+    dense = pooling.dense_embeddings(levels, "aorta")
+    assert torch.allclose(dense[0, 5], embeddings["aorta"][0], atol=1e-5)
+    assert not torch.allclose(dense[0, 0], embeddings["aorta"][0], atol=1e-3)
+
+
+def test_unknown_anatomy_and_wrong_mask_shape_are_refused(demo_model):
+    levels = [torch.randn(1, 8, DEMO.width) for _ in range(4)]
+    with pytest.raises(FvlmInputError, match="knows no anatomy 'pancreas'"):
+        demo_model.pool(levels, (2, 2, 2), {"pancreas": torch.ones(1, 2, 2, 2, dtype=torch.bool)})
+    with pytest.raises(FvlmInputError, match="expected"):
+        demo_model.pool(levels, (2, 2, 2), {"heart": torch.ones(1, 2, 2, 3, dtype=torch.bool)})
+    with pytest.raises(FvlmInputError, match="batch, 1, z, y, x"):
+        demo_model.encode_image(torch.rand(1, 64, 128, 128))
+
+
+def test_position_embedding_interpolation_and_2d_initialisation():
+    torch.manual_seed(4)
+    vision = VisionTransformer3d(DEMO).eval()
+    with torch.no_grad():
+        levels, grid = vision(torch.rand(1, 1, 48, 96, 112))
+    assert grid == (6, 6, 7) and levels[-1].shape == (1, 252, DEMO.width)
+    pos = vision.pos_embed
+    assert interpolate_position_embedding(pos, DEMO.position_grid_zyx, DEMO.position_grid_zyx) is pos
+    # An embedding that only varies with z stays constant in (y, x) and ordered along z.
+    z_only = torch.arange(8.0).repeat_interleave(64).reshape(1, 512, 1)
+    resized = interpolate_position_embedding(z_only, (8, 8, 8), (5, 3, 4)).reshape(5, 3, 4)
+    assert torch.allclose(resized, resized[:, :1, :1].expand(5, 3, 4))
+    assert torch.all(resized[1:, 0, 0] > resized[:-1, 0, 0])
+
+    table_2d = torch.randn(1, 1 + 14 * 14, 32)  # MAE ViT-B/16 at 224 px: CLS + 14 x 14
+    volume = position_embedding_from_2d(table_2d, (7, 16, 11)).reshape(7, 16, 11, 32)
+    assert torch.all(volume == volume[:1])  # repeated along z
+    same = position_embedding_from_2d(table_2d, (3, 14, 14)).reshape(3, 196, 32)
+    assert torch.allclose(same[2], table_2d[0, 1:], atol=1e-6)
+
+
+def test_temperature_is_learnable_and_clamped(demo_model):
+    assert math.isclose(demo_model.temperature.item(), 0.07, rel_tol=1e-6)
+    assert demo_model.log_temperature.requires_grad
+    original = demo_model.log_temperature.data.clone()
+    try:
+        demo_model.log_temperature.data.fill_(math.log(10.0))
+        assert math.isclose(demo_model.temperature.item(), 0.5, rel_tol=1e-6)
+        demo_model.log_temperature.data.fill_(math.log(1e-6))
+        assert math.isclose(demo_model.temperature.item(), 0.001, rel_tol=1e-6)
+    finally:
+        demo_model.log_temperature.data.copy_(original)
+
+
+def test_text_encoder_offline_minilm(demo_model):
+    assert resolve_text_source(MINILM_HUB_ID) != MINILM_HUB_ID  # the packaged folder
+    assert demo_model.text.frozen and not demo_model.text.model.training
+    assert not any(p.requires_grad for p in demo_model.text.model.parameters())
+    long = "moderate bilateral pleural effusion with compressive atelectasis of both lower lobes"
+    short = "cardiomegaly"
+    with torch.no_grad():
+        pair = demo_model.encode_text([long, short, short])
+        alone = demo_model.encode_text([short])
+    assert not torch.allclose(pair[0], pair[1], atol=1e-3)
+    assert torch.equal(pair[1], pair[2])
+    assert torch.allclose(pair[1], alone[0], atol=1e-5)  # padding does not change a sentence
+    assert demo_model.encode_text([]).shape == (0, DEMO.embed_dim)
+    with pytest.raises(FvlmInputError, match="list of strings"):
+        demo_model.encode_text("cardiomegaly")
+
+
+def test_text_encoder_loads_custom_bert_config_without_remote_code(tmp_path):
+    """CXR-BERT's hub config names custom code; it must load as a plain BERT."""
+    from safetensors.torch import load_file, save_file
+
+    source = resolve_text_source(MINILM_HUB_ID)
+    folder = tmp_path / "cxr_bert_like"
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("model.safetensors", "*.md"))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="cxr-bert", architectures=["CXRBertModel"],
+                  auto_map={"AutoModel": "modeling_cxrbert.CXRBertModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    weights = {f"bert.{k}": v for k, v in load_file(f"{source}/model.safetensors").items()}
+    weights["cls.predictions.bias"] = torch.zeros(config["vocab_size"])
+    save_file(weights, str(folder / "model.safetensors"))
+
+    torch.manual_seed(5)
+    plain = TextEncoder(source, 64, pooling="cls")
+    torch.manual_seed(5)
+    custom = TextEncoder(folder, 64, pooling="cls")
+    assert type(custom.model).__name__ == "BertModel"
+    with torch.no_grad():
+        sentences = ["hiatal hernia", "no focal consolidation"]
+        assert torch.allclose(plain(sentences), custom(sentences), atol=1e-6)
+
+
+def test_text_encoder_refusals_offline(tmp_path):
+    with pytest.raises(FvlmInputError, match="could not be found.*network"):
+        TextEncoder("microsoft/BiomedVLP-CXR-BERT-specialized", 64)
+    with pytest.raises(FvlmInputError, match="does not exist"):
+        TextEncoder(str(tmp_path / "missing"), 64)
+    with pytest.raises(FvlmInputError, match="'cls' or 'mean'"):
+        TextEncoder(MINILM_HUB_ID, 64, pooling="max")
+
+
+def test_fvlm_b_builds_on_meta_device():
+    config = preset("fvlm-b")
+    with torch.device("meta"):
+        vision = VisionTransformer3d(config)
+        pooling = AnatomyPooling(config)
+        levels, grid = vision(torch.empty(1, 1, 112, 256, 352))
+    assert grid == (7, 16, 11) and len(levels) == 4
+    assert all(level.shape == (1, 1232, 768) for level in levels)
+    blocks = sum(p.numel() for p in vision.blocks.parameters())
+    assert blocks == 85_054_464  # the 12 transformer blocks of ViT-B (86.6M incl. 2D embeddings/head)
+    assert vision.pos_embed.shape == (1, 1232, 768)
+    assert vision.patch_embed.weight.shape == (768, 1, 16, 16, 32)
+    assert pooling.queries.shape == (4, 768) and len(pooling.projections) == 4
+    assert config.anatomies == ("lung", "heart", "esophagus", "aorta")
