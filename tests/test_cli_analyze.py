@@ -1,0 +1,137 @@
+"""`fvlm analyze`: the documented outputs, exact geometry of heatmaps, and every refusal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_fvlm.cli import main
+from napari_fvlm.core.io.nifti import write_nifti
+
+from engine_fixtures import save_random_demo_model, synthetic_ct_and_masks
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("case")
+    ct, masks = synthetic_ct_and_masks()
+    write_nifti(ct, folder / "ct.nii.gz")
+    write_nifti(masks, folder / "anatomy.nii.gz")
+    model = save_random_demo_model(folder / "model")
+    return folder, model
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_analyze_writes_findings_and_heatmaps_on_the_ct_grid(case, tmp_path, capsys):
+    folder, model = case
+    out = tmp_path / "result"
+    code, stdout, err = _run(capsys, "analyze", folder / "ct.nii.gz", "--masks", folder / "anatomy.nii.gz",
+                             "--model", model, "--query", "nodule in the left lower lobe",
+                             "--query", "fluid around the heart", "--out", out)
+    assert code == 0, err
+    doc = json.loads((out / "findings.json").read_text())
+    assert doc["anatomies"]["heart"]["findings"]["cardiomegaly"] > 0
+    assert set(doc["anatomies"]) >= {"lung_left", "lung_right", "heart", "aorta", "liver"}
+    assert doc["model"]["name"] == "demo" and "config" in doc["model"] and doc["timing_s"]["total"] > 0
+    assert [q["text"] for q in doc["queries"]] == ["nodule in the left lower lobe", "fluid around the heart"]
+    first = doc["queries"][0]
+    assert first["peak_anatomy"] == "lung_lower_lobe_left" and len(first["peak_world_mm"]) == 3
+    assert first["peak_world_mm"][0] < 0  # the patient's left is RAS -x
+    original = nib.load(folder / "ct.nii.gz")
+    for query in doc["queries"]:
+        heatmap = nib.load(out / query["heatmap"])
+        assert heatmap.shape == original.shape
+        np.testing.assert_array_equal(heatmap.affine, original.affine)
+        values = np.asanyarray(heatmap.dataobj)
+        assert 0 <= values.min() and 0.5 < values.max() <= 1.0
+
+
+def test_analyze_replaces_its_own_earlier_output(case, tmp_path, capsys):
+    folder, model = case
+    out = tmp_path / "again"
+    args = ["analyze", folder / "ct.nii.gz", "--masks", folder / "anatomy.nii.gz", "--model", model]
+    assert _run(capsys, *args, "--query", "heart", "--out", out)[0] == 0
+    assert _run(capsys, *args, "--out", out)[0] == 0
+    assert json.loads((out / "findings.json").read_text())["queries"] == []
+    assert not list(out.glob("heatmaps/heart*"))
+
+
+def _pickle_bomb(path: Path, marker: Path) -> None:
+    class Bomb:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    path.write_bytes(pickle.dumps(Bomb()))
+
+
+def _bad_cases(folder: Path, model: str, tmp: Path) -> dict[str, tuple[list, str]]:
+    ct, masks = folder / "ct.nii.gz", folder / "anatomy.nii.gz"
+    base = ["--masks", str(masks)]
+    truncated = tmp / "truncated_model"
+    save_random_demo_model(truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    mismatched = tmp / "mismatched_model"
+    save_random_demo_model(mismatched)
+    config = json.loads((mismatched / "config.json").read_text())
+    config["model"]["width"] = 256
+    (mismatched / "config.json").write_text(json.dumps(config))
+    _pickle_bomb(tmp / "model.pth", tmp / "PWNED")
+    moved = tmp / "moved_masks.nii.gz"
+    image = nib.load(masks)
+    shifted = image.affine.copy()
+    shifted[2, 3] += 3000
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), shifted), moved)
+    head = tmp / "head_masks.nii.gz"
+    head_labels = np.zeros(image.shape, np.uint8)
+    head_labels[5:20, 5:20, 5:20] = 90  # brain
+    nib.save(nib.Nifti1Image(head_labels, image.affine), head)
+    a_file = tmp / "not_a_folder"
+    a_file.write_text("x")
+    return {
+        "missing CT": ([str(tmp / "nope.nii.gz"), *base, "--model", model], "cannot read"),
+        "pickle model": ([str(ct), *base, "--model", str(tmp / "model.pth")], "pickle"),
+        "truncated weights": ([str(ct), *base, "--model", str(truncated)], "safetensors"),
+        "config/weights mismatch": ([str(ct), *base, "--model", str(mismatched)], "match"),
+        "masks of another scan": ([str(ct), "--masks", str(moved), "--model", model], "another scan"),
+        "no model anatomies": ([str(ct), "--masks", str(head), "--model", model], "head CT"),
+        "empty query": ([str(ct), *base, "--model", model, "--query", "  "], "Type a finding"),
+        "10,000-character query": ([str(ct), *base, "--model", model, "--query", "a" * 10_000], "characters"),
+        "labels given as the CT": ([str(masks), *base, "--model", model], "labels"),
+        "out is a file": ([str(ct), *base, "--model", model], "is a file"),
+    }
+
+
+def test_bad_input_gives_one_line_nonzero_exit_and_writes_nothing(case, tmp_path, capsys):
+    folder, model = case
+    for name, (args, words) in _bad_cases(folder, model, tmp_path).items():
+        out = tmp_path / "not_a_folder" if name == "out is a file" else tmp_path / f"out_{len(name)}"
+        code, stdout, err = _run(capsys, "analyze", *args, "--out", out)
+        assert code != 0, name
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and words.lower() in lines[0].lower(), (name, err)
+        assert "Traceback" not in err
+        if name != "out is a file":
+            assert not out.exists(), name
+    assert not (tmp_path / "PWNED").exists(), "the pickle's code ran"
+    assert not list(tmp_path.glob(".out_*")), "a staging folder was left behind"
+
+
+def test_the_installed_command_reports_bad_input_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "napari_fvlm.cli", "analyze", str(tmp_path / "nope.nii.gz"),
+                             "--masks", str(tmp_path / "m.nii.gz"), "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
