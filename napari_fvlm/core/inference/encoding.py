@@ -41,6 +41,7 @@ class EncodedCT:
     token_affine: np.ndarray  # token index (i, j, k) -> RAS mm of the token's centre
     token_masks: dict[str, np.ndarray]  # anatomy -> bool (Zt, Yt, Xt)
     embeddings: dict[str, torch.Tensor]  # anatomy -> (D,) L2-normalised; valid anatomies only
+    dense: dict[str, torch.Tensor]  # anatomy -> (N, D) per-token embeddings, for heatmaps
     absent: list[str]
     cut: dict[str, bool]
     timing_s: dict[str, float] = field(default_factory=dict)
@@ -108,9 +109,11 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
         if not masks:
             raise FvlmInputError("The anatomies are too small to cover a single model token.")
         embeddings, valid = model.pool(levels, grid, {k: v[None].to(model.device) for k, v in masks.items()})
-    kept = {name: emb[0].float() for name, emb in embeddings.items() if bool(valid[name][0])}
+        kept = {name: emb[0].float() for name, emb in embeddings.items() if bool(valid[name][0])}
+        values = model.pooling.value_tokens(levels)
+        dense = {name: model.pooling.project_dense(values, name)[0].float() for name in kept}
     absent = list(prepared.absent) + [name for name in prepared.masks if name not in kept]
     return EncodedCT(levels=levels, grid=grid, token_affine=token_grid_affine(prepared.affine, config.patch_zyx),
                      token_masks={k: v.cpu().numpy() for k, v in masks.items() if k in kept},
-                     embeddings=kept, absent=absent, cut=dict(prepared.cut),
+                     embeddings=kept, dense=dense, absent=absent, cut=dict(prepared.cut),
                      timing_s={"encode": time.perf_counter() - start})

@@ -53,12 +53,12 @@ def check_query(text: str) -> str:
     return " ".join(text.split())
 
 
-def similarity_maps(model, encoded: EncodedCT, text: torch.Tensor, anatomies) -> dict[str, np.ndarray]:
+def similarity_maps(encoded: EncodedCT, text: torch.Tensor, anatomies) -> dict[str, np.ndarray]:
     """{anatomy: (Zt, Yt, Xt) cosine similarity, NaN outside the anatomy} for one text embedding."""
     maps = {}
     with torch.inference_mode():
         for anatomy in anatomies:
-            dense = model.dense_embeddings(encoded.levels, anatomy)[0].float()  # (N, D)
+            dense = encoded.dense[anatomy]  # (N, D), computed once at encoding
             values = (dense @ text.to(dense.device).float()).cpu().numpy().reshape(encoded.grid)
             maps[anatomy] = np.where(encoded.token_masks[anatomy], values, np.nan).astype(np.float32)
     return maps
@@ -87,7 +87,7 @@ def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_s
                     key=lambda item: -item[1])
     named = [a for a in resolve_query_anatomies(text, group_set) if a in encoded.embeddings]
     searched = named or [a for a, _ in ranked]
-    maps = similarity_maps(model, encoded, embedding, searched)
+    maps = similarity_maps(encoded, embedding, searched)
     heatmap = combine(text, maps, encoded.token_affine)
     peak = np.unravel_index(int(np.argmax(np.where(heatmap.values > 0, heatmap.values, -1))), encoded.grid)
     order = {a: i for i, (a, _) in enumerate(ranked)}
@@ -103,5 +103,5 @@ def finding_heatmap(model, encoded: EncodedCT, anatomy: str, finding: str, text_
     from .findings import prompt_pair
 
     embedding = text_embeddings([prompt_pair(finding)[0]])[0]
-    maps = similarity_maps(model, encoded, embedding, [anatomy])
+    maps = similarity_maps(encoded, embedding, [anatomy])
     return combine(f"{finding} ({anatomy})", maps, encoded.token_affine)

@@ -132,7 +132,13 @@ class AnatomyPooling(nn.Module):
         embedding would be if the attention put all its weight on that token, spread evenly over
         the token's copies in the tapped levels (the mean of the levels, by linearity).
         """
-        index = self.anatomy_index(anatomy)
-        mean_tokens = torch.stack(levels, dim=0).mean(dim=0)
-        dense = self.projections[index](self.attn.value_path(mean_tokens))
+        return self.project_dense(self.value_tokens(levels), anatomy)
+
+    def value_tokens(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """The anatomy-independent part of the dense embeddings, (B, N, width): compute it once."""
+        return self.attn.value_path(torch.stack(levels, dim=0).mean(dim=0))
+
+    def project_dense(self, value_tokens: torch.Tensor, anatomy: str) -> torch.Tensor:
+        """Dense embeddings (B, N, D) of one anatomy from `value_tokens`."""
+        dense = self.projections[self.anatomy_index(anatomy)](value_tokens)
         return F.normalize(dense.float(), dim=-1)
