@@ -32,8 +32,10 @@ def resample(array: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
     if np.allclose(linear, np.diag(np.diag(linear))):
         linear = np.diag(linear)  # axis-aligned: scipy's faster separable path
     source = array if order == 0 else np.asarray(array, dtype=np.float32)
+    # "grid-constant": a source voxel covers its whole box, so points in the outer half of an edge
+    # voxel still take (or blend with) its value; plain "constant" would treat them as outside.
     return ndimage.affine_transform(source, linear, offset=offset, output_shape=tuple(dst_shape),
-                                    order=order, mode="constant", cval=cval, output=out_dtype,
+                                    order=order, mode="grid-constant", cval=cval, output=out_dtype,
                                     prefilter=False)
 
 
