@@ -29,8 +29,9 @@ def resample(array: np.ndarray, src_affine: np.ndarray, dst_affine: np.ndarray,
     m = zyx_matrix(dst_affine, src_affine)
     linear, offset = m[:3, :3], m[:3, 3]
     out_dtype = output_dtype or (array.dtype if order == 0 else np.float32)
-    if np.allclose(linear, np.diag(np.diag(linear))):
-        linear = np.diag(linear)  # axis-aligned: scipy's faster separable path
+    if order in (0, 1) and np.allclose(linear, np.diag(np.diag(linear)), atol=1e-9):
+        coords = [np.diag(linear)[a] * np.arange(dst_shape[a]) + offset[a] for a in range(3)]
+        return _separable(array, coords, order, cval).astype(out_dtype, copy=False)
     source = array if order == 0 else np.asarray(array, dtype=np.float32)
     # "grid-constant": a source voxel covers its whole box, so points in the outer half of an edge
     # voxel still take (or blend with) its value; plain "constant" would treat them as outside.
@@ -55,3 +56,44 @@ def grid_affine(affine: np.ndarray, shape_zyx, new_spacing_zyx) -> tuple[np.ndar
     corner = affine[:3, 3] - directions @ (old / 2)  # outer corner of voxel 0
     out[:3, 3] = corner + directions @ (new / 2)
     return out, tuple(int(s) for s in shape_xyz[::-1])
+
+
+def _separable(array: np.ndarray, coords: list[np.ndarray], order: int, cval: float) -> np.ndarray:
+    """Axis-aligned nearest/linear resampling, one axis at a time (same result as the general path).
+
+    Source voxel index ``c`` covers [c - 0.5, c + 0.5); outside the source, values are ``cval``.
+    Axes that shrink the most go first, so later passes work on small arrays.
+    """
+    sizes = array.shape
+    order_of_axes = sorted(range(3), key=lambda a: len(coords[a]) / sizes[a])
+    if order == 0:
+        index = [np.floor(c + 0.5).astype(np.int64) for c in coords]
+        inside = [(i >= 0) & (i < n) for i, n in zip(index, sizes)]
+        out = array
+        for axis in order_of_axes:
+            out = np.take(out, np.clip(index[axis], 0, sizes[axis] - 1), axis=axis)
+        outside = ~(inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :])
+        if outside.any():
+            out = out.copy()
+            out[outside] = cval
+        return out
+    out = np.asarray(array, dtype=np.float32) - np.float32(cval)
+    for axis in order_of_axes:
+        out = _linear_1d(out, coords[axis], axis)
+    out += np.float32(cval)
+    return out
+
+
+def _linear_1d(values: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation along one axis; neighbours outside the array count as 0."""
+    n = values.shape[axis]
+    low = np.floor(coords).astype(np.int64)
+    frac = (coords - low).astype(np.float32)
+    shape = [1, 1, 1]
+    shape[axis] = len(coords)
+    result = np.zeros(values.shape[:axis] + (len(coords),) + values.shape[axis + 1:], np.float32)
+    for neighbour, weight in ((low, 1.0 - frac), (low + 1, frac)):
+        valid = (neighbour >= 0) & (neighbour < n)
+        taken = np.take(values, np.clip(neighbour, 0, n - 1), axis=axis)
+        result += taken * np.where(valid, weight, 0.0).astype(np.float32).reshape(shape)
+    return result

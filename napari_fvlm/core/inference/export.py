@@ -25,9 +25,18 @@ RESEARCH_NOTICE = "Research use only; not for diagnosis."
 OUTPUT_NAMES = {"findings.json", "findings.csv", "heatmaps"}
 
 
+HEATMAP_LEVELS = 255  # heatmaps in [0, 1] are stored as uint8 with scale factor 1/255
+
+
 def heatmap_on_ct_grid(heatmap: Heatmap, ct: Volume) -> np.ndarray:
     """The token-resolution heatmap resampled (trilinear) onto the CT's voxel grid."""
     return resample(heatmap.values, heatmap.affine, ct.affine, ct.shape, order=1, cval=0.0)
+
+
+def write_heatmap(heatmap: Heatmap, ct: Volume, path) -> Path:
+    """A heatmap as NIfTI on the CT's own grid and affine (uint8, scale factor 1/255)."""
+    values = np.clip(heatmap_on_ct_grid(heatmap, ct), 0.0, 1.0) * HEATMAP_LEVELS
+    return write_nifti(ct, path, np.rint(values).astype(np.uint8), slope=1.0 / HEATMAP_LEVELS)
 
 
 def slug(text: str, limit: int = 48) -> str:
@@ -87,7 +96,7 @@ def write_analysis(out: str | Path, ct: Volume, analysis: Analysis, heatmaps: di
             name = f"heatmaps/{slug(heatmap.name)}.nii.gz"
             while any(f["file"] == name for f in files.values()):
                 name = name.replace(".nii.gz", "_.nii.gz")
-            write_nifti(ct.with_array(heatmap_on_ct_grid(heatmap, ct)), staging / name)
+            write_heatmap(heatmap, ct, staging / name)
             files[key] = {"file": name, **info}
         document = findings_document(analysis, files, model_info, ct, extra)
         (staging / "findings.json").write_text(json.dumps(document, indent=2))
