@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
 @dataclass
@@ -92,6 +93,9 @@ def ct_slice_dataset(
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = _ds([intercept], 4)[0], _ds([slope], 6)[0], "HU"
     ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+    if UID(transfer_syntax).is_compressed:  # not really compressed: enough for a reader that must refuse it
+        ds.PixelData = encapsulate([ds.PixelData])
+        ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
     return ds
 
 
@@ -141,9 +145,11 @@ def random_hu(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
 def write_non_image_files(folder: Path) -> None:
     """Files real exports carry beside the images: notes, Finder litter, a DICOMDIR, a report (SR)."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "README.txt").write_text("exported by a scanner\n")
     (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
-    for name, sop_class in (("DICOMDIR", "1.2.840.10008.1.3.10"), ("report", "1.2.840.10008.5.1.4.1.1.88.11")):
+    non_images = (("DICOMDIR", "1.2.840.10008.1.3.10"), ("report", "1.2.840.10008.5.1.4.1.1.88.11"))
+    for name, sop_class in non_images:
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -7,17 +7,41 @@ positions, not from SliceThickness (overlapping reconstructions make the two dif
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import FvlmInputError
 
-GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
 DUPLICATE_MM = 0.01  # closer slices than this are the same position
 MIN_TOLERANCE_MM = 0.01  # steps may differ from the median by max(1 %, this) and still be uniform
 ORIENTATION_TOLERANCE = 1e-4  # on direction cosines
 TILT_NOTE_DEG = 0.1
+
+
+def tag_text(ds, keyword: str) -> str:
+    """A text element's value ("" when absent), read from the raw bytes when still raw.
+
+    pydicom's per-element conversion costs about a third of reading a file; slice headers are
+    read for every file of a folder, so the few tags needed are parsed directly.
+    """
+    element = ds.get_item(keyword)
+    value = None if element is None else element.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip(" \x00")
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or hasattr(value, "append"):  # a converted multi-value
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def tag_numbers(ds, keyword: str) -> list[float] | None:
+    """The numbers of a DS/IS element, or None when absent or empty; ValueError when malformed."""
+    text = tag_text(ds, keyword)
+    return [float(v) for v in text.split("\\")] if text else None
 
 
 @dataclass(frozen=True)
@@ -30,25 +54,25 @@ class SliceHeader:
     rows: int
     cols: int
     thickness: float | None
+    normal: np.ndarray  # unit slice normal, row cosine x column cosine
 
     @classmethod
     def from_dataset(cls, ds) -> "SliceHeader":
         """Raises KeyError (missing tag) or ValueError (malformed tag)."""
-        missing = [tag for tag in GEOMETRY_TAGS if ds.get(tag) in (None, "")]
+        ipp, iop = tag_numbers(ds, "ImagePositionPatient"), tag_numbers(ds, "ImageOrientationPatient")
+        spacing, thickness = tag_numbers(ds, "PixelSpacing"), tag_numbers(ds, "SliceThickness")
+        missing = [tag for tag, v in zip(GEOMETRY_TAGS, (ipp, iop, spacing)) if v is None]
         if missing:
             raise KeyError(", ".join(missing))
-        thickness = ds.get("SliceThickness")
-        spacing = [float(v) for v in ds.PixelSpacing]
-        ipp, iop = np.array(ds.ImagePositionPatient, float), np.array(ds.ImageOrientationPatient, float)
-        if ipp.shape != (3,) or iop.shape != (6,) or len(spacing) != 2:
+        if len(ipp) != 3 or len(iop) != 6 or len(spacing) != 2:
             raise ValueError("malformed geometry tags")
-        return cls(ipp, iop, (spacing[0], spacing[1]), int(ds.Rows), int(ds.Columns),
-                   float(thickness) if thickness not in (None, "") else None)
-
-    @property
-    def normal(self) -> np.ndarray:
-        normal = np.cross(self.iop[:3], self.iop[3:])
-        return normal / np.linalg.norm(normal)
+        (rx, ry, rz), (cx, cy, cz) = iop[:3], iop[3:]
+        normal = np.array([ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx])  # np.cross is slow
+        norm = float(np.sqrt(normal @ normal))
+        if not 0.9 < norm < 1.1:
+            raise ValueError("ImageOrientationPatient does not hold two perpendicular unit vectors")
+        return cls(np.array(ipp), np.array(iop), (spacing[0], spacing[1]), int(ds.Rows), int(ds.Columns),
+                   thickness[0] if thickness else None, normal / norm)
 
 
 @dataclass(frozen=True)
@@ -56,28 +80,29 @@ class SliceStack:
     """Slices in order along the normal, and the affine from voxel (column, row, slice) to LPS."""
 
     order: np.ndarray  # indices into the headers, in ascending position along the normal
-    positions: np.ndarray  # mm along the normal, in that order
     affine_lps: np.ndarray
     note: str
 
 
-def _refuse_mixed(what: str, first: str, odd: str, names: list[str], k: int) -> None:
-    raise FvlmInputError(
-        f"The series mixes {what} ({first} and {odd}, e.g. file '{names[k]}'), so it is not one 3D "
-        "volume; remove the odd files or choose another series."
-    )
-
-
 def _check_consistent(headers: list[SliceHeader], names: list[str]) -> None:
-    first = headers[0]
-    for k, h in enumerate(headers):
-        if (h.rows, h.cols) != (first.rows, first.cols):
-            _refuse_mixed("image sizes", f"{first.rows}x{first.cols}", f"{h.rows}x{h.cols}", names, k)
-        if np.abs(h.iop - first.iop).max() > ORIENTATION_TOLERANCE:
-            _refuse_mixed("slice orientations", f"{first.iop.round(3).tolist()}",
-                          f"{h.iop.round(3).tolist()}", names, k)
-        if not np.allclose(h.pixel_spacing, first.pixel_spacing, atol=1e-4):
-            _refuse_mixed("pixel spacings", f"{first.pixel_spacing}", f"{h.pixel_spacing}", names, k)
+    """Refuse a series whose slices differ in size, orientation or pixel spacing (naming the odd ones)."""
+    checks = (
+        ("image sizes", lambda h: f"{h.rows}x{h.cols}", lambda a, b: (a.rows, a.cols) == (b.rows, b.cols)),
+        ("slice orientations", lambda h: str(h.iop.round(3).tolist()),
+         lambda a, b: np.abs(a.iop - b.iop).max() <= ORIENTATION_TOLERANCE),
+        ("pixel spacings", lambda h: str(h.pixel_spacing),
+         lambda a, b: np.allclose(a.pixel_spacing, b.pixel_spacing, atol=1e-4)),
+    )
+    for what, describe, same in checks:
+        common = Counter(describe(h) for h in headers).most_common(1)[0][0]
+        reference = next(h for h in headers if describe(h) == common)
+        odd = [k for k, h in enumerate(headers) if not same(h, reference)]
+        if odd:
+            raise FvlmInputError(
+                f"The series mixes {what} ({len(headers) - len(odd)} slices {common}, {len(odd)} "
+                f"{describe(headers[odd[0]])}, e.g. file '{names[odd[0]]}'), so it is not one 3D volume; "
+                "remove the odd files or choose another series."
+            )
 
 
 def _median_step(positions: np.ndarray, names: list[str]) -> float:
@@ -122,9 +147,11 @@ def stack_slices(headers: list[SliceHeader], names: list[str]) -> SliceStack:
     names = [names[k] for k in order]
     notes = []
     if len(headers) == 1:
-        step = first.thickness if first.thickness and first.thickness > 0 else 1.0
+        known = bool(first.thickness and first.thickness > 0)
+        step = first.thickness if known else 1.0
         slice_vector = normal * step
-        notes.append(f"A single slice: its spacing along the normal is taken from SliceThickness ({step:g} mm).")
+        source = "its SliceThickness" if known else "1 mm, as SliceThickness is absent"
+        notes.append(f"A single slice: its spacing along the normal is {source} ({step:g} mm).")
     else:
         step = _median_step(positions, names)
         deviation = np.abs(positions - positions[0] - step * np.arange(len(positions))).max()
@@ -145,4 +172,4 @@ def stack_slices(headers: list[SliceHeader], names: list[str]) -> SliceStack:
     affine[:3, 1] = first.iop[3:] * row_spacing  # j: down a column, row index grows
     affine[:3, 2] = slice_vector
     affine[:3, 3] = ipps[0]
-    return SliceStack(order, positions, affine, " ".join(notes))
+    return SliceStack(order, affine, " ".join(notes))
