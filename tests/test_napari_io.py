@@ -128,3 +128,23 @@ def test_window_presets_set_contrast(make_napari_viewer, tmp_path):
     assert tuple(layer.contrast_limits) == (-1350.0, 150.0)
     widget.apply("bone")
     assert tuple(layer.contrast_limits) == (-500.0, 1300.0)
+
+
+def test_dicom_folder_drops_onto_the_viewer_and_other_series_are_announced(make_napari_viewer, tmp_path):
+    from dicom_fixtures import SeriesGeometry, random_hu, write_ct_series
+
+    folder = tmp_path / "study"
+    hu = random_hu((12, 20, 24))
+    write_ct_series(folder, hu, SeriesGeometry(), seed=1)
+    write_ct_series(folder, random_hu((4, 20, 24), seed=2), SeriesGeometry(), seed=3)  # a scout
+    assert get_reader(str(folder)) is not None
+    viewer = make_napari_viewer()
+    # napari's builtin reader also claims folders, so napari asks once which plugin opens them
+    with pytest.warns(UserWarning, match="series"):
+        layers = viewer.open(str(folder), plugin="napari-fvlm")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.data.shape == (12, 20, 24)
+    np.testing.assert_allclose(layer.scale, [2.0, 0.8, 0.6])
+    # standard axial DICOM (rows to posterior, columns to the left) is already radiological
+    np.testing.assert_array_equal(layer.data, hu)
