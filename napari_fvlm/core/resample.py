@@ -62,8 +62,18 @@ def _separable(array: np.ndarray, coords: list[np.ndarray], order: int, cval: fl
     """Axis-aligned nearest/linear resampling, one axis at a time (same result as the general path).
 
     Source voxel index ``c`` covers [c - 0.5, c + 0.5); outside the source, values are ``cval``.
-    Axes that shrink the most go first, so later passes work on small arrays.
+    Only the part of the source the output touches is read, and axes that shrink the most go
+    first, so later passes work on small arrays.
     """
+    crop = []
+    for axis, c in enumerate(coords):
+        lo = int(np.clip(np.floor(c.min()) - 1, 0, array.shape[axis]))
+        hi = int(np.clip(np.ceil(c.max()) + 2, lo, array.shape[axis]))
+        crop.append(slice(lo, hi))
+        coords[axis] = c - lo
+    array = array[tuple(crop)]
+    if array.size == 0:
+        return np.full(tuple(len(c) for c in coords), cval, dtype=np.float32 if order else array.dtype)
     sizes = array.shape
     order_of_axes = sorted(range(3), key=lambda a: len(coords[a]) / sizes[a])
     if order == 0:
@@ -77,23 +87,27 @@ def _separable(array: np.ndarray, coords: list[np.ndarray], order: int, cval: fl
             out = out.copy()
             out[outside] = cval
         return out
-    out = np.asarray(array, dtype=np.float32) - np.float32(cval)
+    out = array
     for axis in order_of_axes:
-        out = _linear_1d(out, coords[axis], axis)
-    out += np.float32(cval)
+        out = _linear_1d(out, coords[axis], axis, cval)
     return out
 
 
-def _linear_1d(values: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarray:
-    """Linear interpolation along one axis; neighbours outside the array count as 0."""
+def _linear_1d(values: np.ndarray, coords: np.ndarray, axis: int, cval: float) -> np.ndarray:
+    """Linear interpolation along one axis; a neighbour outside the array has the value ``cval``."""
     n = values.shape[axis]
     low = np.floor(coords).astype(np.int64)
     frac = (coords - low).astype(np.float32)
     shape = [1, 1, 1]
     shape[axis] = len(coords)
-    result = np.zeros(values.shape[:axis] + (len(coords),) + values.shape[axis + 1:], np.float32)
+    result = None
+    outside_weight = np.zeros(len(coords), np.float32)
     for neighbour, weight in ((low, 1.0 - frac), (low + 1, frac)):
         valid = (neighbour >= 0) & (neighbour < n)
+        outside_weight += np.where(valid, 0.0, weight).astype(np.float32)
         taken = np.take(values, np.clip(neighbour, 0, n - 1), axis=axis)
-        result += taken * np.where(valid, weight, 0.0).astype(np.float32).reshape(shape)
-    return result
+        term = taken * np.where(valid, weight, 0.0).astype(np.float32).reshape(shape)
+        result = term if result is None else result + term
+    if cval and outside_weight.any():
+        result += np.float32(cval) * outside_weight.reshape(shape)
+    return result.astype(np.float32, copy=False)
