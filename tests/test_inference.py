@@ -144,3 +144,28 @@ def test_masks_on_another_grid_are_resampled_and_foreign_masks_refused(model, ct
     shifted[:3, 3] += [0, 0, 2000.0]
     with pytest.raises(FvlmInputError):
         analyzer.encode(ct, Volume(masks.array, shifted, labels=masks.labels))
+
+
+def test_zero_shot_uses_the_models_prompt_pair(model, ct_and_masks):
+    import dataclasses
+
+    ct, masks = ct_and_masks
+    analyzer = Analyzer(model, finding_set="ct-rate")
+    encoded = analyzer.encode(ct, masks)
+    seen = []
+    def recording(texts):
+        seen.extend(texts)
+        return analyzer.text_embeddings(texts)
+    from napari_fvlm.core.inference.scoring import zero_shot_scores
+
+    zero_shot_scores(model, encoded, recording, "ct-rate")
+    assert "Cardiomegaly." in seen and "No cardiomegaly." in seen
+    model.config = dataclasses.replace(model.config, prompt_positive="There is {finding}.",
+                                       prompt_negative="There is no {finding}.")
+    try:
+        seen.clear()
+        zero_shot_scores(model, encoded, recording, "ct-rate")
+        assert "There is cardiomegaly." in seen and "There is no cardiomegaly." in seen
+    finally:
+        model.config = dataclasses.replace(model.config, prompt_positive="{finding}.",
+                                           prompt_negative="No {finding}.")

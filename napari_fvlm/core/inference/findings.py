@@ -26,10 +26,6 @@ PHANTOM_FINDINGS: dict[str, tuple[str, ...]] = {
 
 FINDING_SETS = {"ct-rate": CT_RATE_FINDINGS, "phantom": PHANTOM_FINDINGS}
 
-POSITIVE_PROMPT = "{finding}."
-NEGATIVE_PROMPT = "No {finding}."
-
-
 def organ_of(anatomy: str) -> str:
     """The organ whose findings an anatomy group is scored for (lobes and sides -> lung)."""
     if anatomy.startswith("lung"):
@@ -47,8 +43,9 @@ def findings_for(anatomy: str, finding_set: str = "ct-rate") -> tuple[str, ...]:
     return FINDING_SETS[finding_set].get(organ_of(anatomy), ())
 
 
-def prompt_pair(finding: str, positive: str = POSITIVE_PROMPT, negative: str = NEGATIVE_PROMPT) -> tuple[str, str]:
-    """(positive, negative) prompt texts; capitalised like report sentences."""
+def prompt_pair(finding: str, positive: str, negative: str) -> tuple[str, str]:
+    """(positive, negative) prompt texts from the model config's templates, capitalised like
+    report sentences."""
     def fill(template: str) -> str:
         text = template.format(finding=finding)
         return text[:1].upper() + text[1:]

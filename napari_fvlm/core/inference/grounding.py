@@ -102,6 +102,7 @@ def finding_heatmap(model, encoded: EncodedCT, anatomy: str, finding: str, text_
     """The map of one scored finding inside one anatomy."""
     from .findings import prompt_pair
 
-    embedding = text_embeddings([prompt_pair(finding)[0]])[0]
+    positive = prompt_pair(finding, model.config.prompt_positive, model.config.prompt_negative)[0]
+    embedding = text_embeddings([positive])[0]
     maps = similarity_maps(encoded, embedding, [anatomy])
     return combine(f"{finding} ({anatomy})", maps, encoded.token_affine)

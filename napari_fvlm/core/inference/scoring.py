@@ -15,7 +15,9 @@ def zero_shot_scores(model, encoded: EncodedCT, text_embeddings, finding_set: st
     ``text_embeddings`` maps a list of texts to (T, D) normalised embeddings (cached by the caller).
     """
     wanted = {name: findings_for(name, finding_set) for name in encoded.anatomies}
-    prompts = sorted({p for findings in wanted.values() for f in findings for p in prompt_pair(f)})
+    templates = (model.config.prompt_positive, model.config.prompt_negative)
+    pair = {f: prompt_pair(f, *templates) for findings in wanted.values() for f in findings}
+    prompts = sorted({p for both in pair.values() for p in both})
     if not prompts:
         return {}
     text = text_embeddings(prompts)
@@ -26,7 +28,7 @@ def zero_shot_scores(model, encoded: EncodedCT, text_embeddings, finding_set: st
         if not findings:
             continue
         image = encoded.embeddings[anatomy].to(text.device)
-        pairs = torch.tensor([[row[p] for p in prompt_pair(f)] for f in findings], device=text.device)
+        pairs = torch.tensor([[row[p] for p in pair[f]] for f in findings], device=text.device)
         logits = (text[pairs] @ image) * scale  # (F, 2)
         probability = torch.softmax(logits.float(), dim=-1)[:, 0]
         scores[anatomy] = {f: round(float(p), 6) for f, p in zip(findings, probability)}

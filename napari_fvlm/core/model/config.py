@@ -55,6 +55,8 @@ class ModelConfig:
     dropout: float = 0.0
     temperature_init: float = 0.07
     temperature_bounds: tuple[float, float] = (0.001, 0.5)
+    prompt_positive: str = "{finding}."  # zero-shot prompt pair (METHOD.md); a trained model keeps
+    prompt_negative: str = "No {finding}."  # the wording it was evaluated with
     config_version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -87,6 +89,8 @@ class ModelConfig:
             problems.append("temperature_init must lie inside temperature_bounds (both > 0)")
         if len(self.hu_window) != 2 or self.hu_window[0] >= self.hu_window[1]:
             problems.append("hu_window must be (low, high) with low < high")
+        if any("{finding}" not in p for p in (self.prompt_positive, self.prompt_negative)):
+            problems.append("prompt_positive and prompt_negative must contain '{finding}'")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must be in [0, 1)")
         if self.config_version > CONFIG_VERSION:
