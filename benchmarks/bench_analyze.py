@@ -6,21 +6,16 @@ it is the bare interpreter start with torch and transformers imported, the floor
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchmarks.timing import median_seconds, verdict
 
 
 def _time(command: list[str], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda: subprocess.run(command, check=True, capture_output=True), repeats)
 
 
 def main(repeats: int = 3) -> None:
@@ -43,7 +38,7 @@ def main(repeats: int = 3) -> None:
         seconds = _time(command, repeats)
     print(f"(python + torch + transformers import alone: {floor:.1f}s)")
     print(f"demo fvlm analyze on a phantom, end to end: {seconds:.1f}s (target <= 10) "
-          f"{'ok' if seconds <= 10 else 'MISSED'}")
+          f"{verdict(seconds <= 10)}")
 
 
 if __name__ == "__main__":

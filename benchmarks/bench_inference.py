@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 
+from benchmarks.timing import median_seconds, verdict
+
 QUERIES = ["nodule in the left lower lobe", "fluid around the heart", "consolidation", "emphysema",
            "right pleural effusion", "coronary calcification", "opacity in the right upper lobe"]
-
-
-def _median(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bert_base_sized_text_folder(folder) -> str:
@@ -60,13 +52,13 @@ def bench_query_vs_reencode(model_name: str, ct_path: str, masks, text_source=No
     encoded = analyzer.encode(read_nifti(ct_path), masks, key="ct")
     analyzer.ground(encoded, "warm-up")
     texts = iter(f"{q}, case {n}" for n in range(100) for q in QUERIES)  # never seen: no text cache hit
-    query = _median(lambda: analyzer.ground(encoded, next(texts)), 15)
-    reference = _median(lambda: analyzer.ground(analyzer.encode(read_nifti(ct_path), masks), next(texts)), 3)
+    query = median_seconds(lambda: analyzer.ground(encoded, next(texts)), 15)
+    reference = median_seconds(lambda: analyzer.ground(analyzer.encode(read_nifti(ct_path), masks), next(texts)), 3)
     ratio = reference / query
     print(f"({model_name}: query {query * 1000:.1f} ms; read + prepare + encode + query "
           f"{reference * 1000:.0f} ms)")
     print(f"{model_name} query on cached tokens vs re-encoding per query: {ratio:.0f}x (target >= 100) "
-          f"{'ok' if ratio >= 100 else 'MISSED'}")
+          f"{verdict(ratio >= 100)}")
     return query
 
 
@@ -119,8 +111,8 @@ def bench_fvlm_b() -> None:
     print(f"(fvlm-b: ours {ours['seconds']:.1f}s in {ours['passes']} pass, token grid {ours['grid']}; "
           f"per-anatomy crops {reference['seconds']:.1f}s in {reference['passes']} passes)")
     print(f"fvlm-b 512x512x300, 4 anatomies, one pass vs per-anatomy crops: {ratio:.1f}x (target >= 3) "
-          f"{'ok' if ratio >= 3 else 'MISSED'}")
-    print(f"fvlm-b peak memory: {ours['peak_gb']:.2f} GB (target <= 4) {'ok' if ours['peak_gb'] <= 4 else 'MISSED'}")
+          f"{verdict(ratio >= 3)}")
+    print(f"fvlm-b peak memory: {ours['peak_gb']:.2f} GB (target <= 4) {verdict(ours['peak_gb'] <= 4)}")
 
 
 def main() -> None:
@@ -135,7 +127,7 @@ def main() -> None:
         demo_query = bench_query_vs_reencode("demo", str(ct_path), masks)
         text = bert_base_sized_text_folder(os.path.join(folder, "bert-base"))
         bench_query_vs_reencode("fvlm-b", str(ct_path), masks, text_source=text)
-    print(f"demo query median: {demo_query * 1000:.1f} ms (target <= 50) {'ok' if demo_query <= 0.05 else 'MISSED'}")
+    print(f"demo query median: {demo_query * 1000:.1f} ms (target <= 50) {verdict(demo_query <= 0.05)}")
     bench_fvlm_b()
 
 

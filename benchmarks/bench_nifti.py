@@ -6,13 +6,13 @@ build the layer with its geometry).
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from benchmarks.timing import median_seconds, verdict
 
 
 def ct_like_volume(shape_xyz=(512, 512, 300), seed: int = 0) -> np.ndarray:
@@ -28,15 +28,6 @@ def ct_like_volume(shape_xyz=(512, 512, 300), seed: int = 0) -> np.ndarray:
     return volume
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main(repeats: int = 5) -> None:
     from napari_fvlm._reader import read_volume_layers
 
@@ -45,12 +36,12 @@ def main(repeats: int = 5) -> None:
         affine = np.diag([0.7, 0.7, 1.0, 1.0])
         nib.save(nib.Nifti1Image(ct_like_volume(), affine), path)
         size_mb = path.stat().st_size / 1e6
-        baseline = _median_time(lambda: np.asanyarray(nib.load(path).dataobj), repeats)
-        ours = _median_time(lambda: read_volume_layers(str(path)), repeats)
+        baseline = median_seconds(lambda: np.asanyarray(nib.load(path).dataobj), repeats)
+        ours = median_seconds(lambda: read_volume_layers(str(path)), repeats)
     ratio = ours / baseline
     print(f"(file {size_mb:.0f} MB; nibabel {baseline:.2f}s, napari-fvlm layer {ours:.2f}s)")
     print(f"nifti 512x512x300 load to layer vs nibabel: {ratio:.2f}x (target <= 1.3) "
-          f"{'ok' if ratio <= 1.3 else 'MISSED'}")
+          f"{verdict(ratio <= 1.3)}")
 
 
 if __name__ == "__main__":
