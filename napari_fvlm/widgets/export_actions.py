@@ -1,0 +1,122 @@
+"""Exports from the panel: findings (JSON + CSV + heatmaps on the CT grid), masks, a screenshot.
+
+No dialogs here (the panel asks for the path), so tests call these directly. Every file is
+written under a temporary name and renamed into place, and never over a file the analysis read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+from ..core.errors import FvlmInputError
+from .jobs import AnalysisResult
+from .results_table import ranked_rows
+
+
+def source_paths(result: AnalysisResult) -> list[str]:
+    """Files the analysis read (the CT, the masks): exports must never replace them."""
+    paths = [result.request.anatomy.path]
+    for volume in (result.request.ct, result.request.anatomy.labels, result.labels):
+        if volume is not None and volume.source is not None:
+            paths.append(volume.source.path)
+    return [p for p in paths if p]
+
+
+def refuse_sources(target, sources: Iterable[str | None]) -> Path:
+    """``target`` resolved; refused when it is, or (for a folder) holds, one of ``sources``."""
+    target = Path(target).expanduser().resolve()
+    for source in sources:
+        if not source:
+            continue
+        source = Path(source).expanduser().resolve()
+        if target == source:
+            raise FvlmInputError(f"{target.name} is the file the analysis was read from; "
+                                 "choose another name so the original stays untouched.")
+        if target in source.parents:
+            raise FvlmInputError(f"{target.name} holds {source.name}, which the analysis was read from; "
+                                 "choose another folder so the original stays untouched.")
+    return target
+
+
+def check_findings_folder(folder, result: AnalysisResult) -> Path:
+    """The resolved output folder, refused before any work when it holds a source or foreign files."""
+    from ..core.inference.export import check_out_dir
+
+    folder = refuse_sources(folder, source_paths(result))
+    check_out_dir(folder)
+    return folder
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary sibling, then rename it over ``path`` (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def findings_csv(scores: dict[str, dict[str, float]]) -> str:
+    """CSV text: anatomy, finding, probability, highest first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["anatomy", "finding", "probability"])
+    writer.writerows((a, f, f"{p:.6f}") for a, f, p in ranked_rows(scores))
+    return out.getvalue()
+
+
+def write_findings(folder, result: AnalysisResult, queries=(), shown=()) -> Path:
+    """findings.json, findings.csv and heatmaps/*.nii.gz (the CT's own grid and affine) in ``folder``.
+
+    ``queries`` are the groundings to include; ``shown`` (anatomy, finding) pairs whose maps the user
+    looked at are exported beside the maps of every finding scored 0.5 or more.
+    """
+    from ..analyze import top_finding_heatmaps
+    from ..core.inference.export import write_analysis
+
+    folder = check_findings_folder(folder, result)
+    queries = list(queries)
+    analysis = replace(result.analysis, queries=queries)
+    heatmaps = {f"query:{i}": (g.heatmap, {"query": g.text}) for i, g in enumerate(queries)}
+    heatmaps.update(top_finding_heatmaps(result.analyzer, result.encoded, analysis.scores))
+    for anatomy, finding in shown:
+        key = f"finding:{finding}:{anatomy}"
+        probability = analysis.scores.get(anatomy, {}).get(finding)
+        if probability is not None and not any(info.get("finding") == finding and info.get("anatomy") == anatomy
+                                               for _map, info in heatmaps.values()):
+            heatmaps[key] = (result.analyzer.finding_heatmap(result.encoded, anatomy, finding),
+                             {"finding": finding, "anatomy": anatomy, "probability": probability})
+    extra = {"masks": {"source": result.request.anatomy.description}}
+    write_analysis(folder, result.request.ct, analysis, heatmaps, result.model_info, extra)
+    write_atomic(folder / "findings.csv", findings_csv(analysis.scores).encode())
+    return folder
+
+
+def write_masks(path, result: AnalysisResult) -> Path:
+    """The anatomy masks as NIfTI in the CT's original geometry (voxel order, affine), with names."""
+    from ..core.io.nifti import write_nifti
+
+    path = refuse_sources(path, source_paths(result))
+    return write_nifti(result.labels, path)
+
+
+def write_screenshot(viewer, path, sources: Iterable[str | None] = ()) -> Path:
+    """The whole napari window (canvas, layer list and panels) as PNG."""
+    import imageio.v3 as iio
+
+    path = refuse_sources(path, sources)
+    if path.suffix.lower() != ".png":
+        raise FvlmInputError(f"{path.name}: screenshots are saved as PNG; end the name in .png.")
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    return write_atomic(path, iio.imwrite("<bytes>", image, extension=".png"))

@@ -1,0 +1,200 @@
+"""Layer wiring: volumes out of napari layers, heatmap and anatomy layers into the viewer.
+
+napari's world is LPS millimetres in (z, y, x) order (core/geometry.py), so a RAS point
+[x, y, z] sits at world (z, -y, -x). Heatmaps are shown at token resolution with a scale and
+translate; napari interpolates them on the GPU, nothing is upsampled here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._layers import layer_volume, volume_layer_data
+from ..core.errors import FvlmInputError
+from ..core.geometry import display_scale_translate, voxel_to_world
+from ..core.volume import Volume
+from .jobs import AnalysisRequest, AnatomySource
+
+HEATMAP_KEY = "fvlm_heatmap"  # layer metadata: "finding" or "query" on the heatmap layers made here
+HEATMAP_COLORMAP = "inferno"
+HEATMAP_OPACITY = 0.7
+HIDDEN = np.zeros(4, np.float32)
+
+
+def ras_to_napari_world(ras_xyz) -> np.ndarray:
+    """napari world (z, y, x) = LPS mm of a RAS point [x, y, z]."""
+    x, y, z = (float(v) for v in ras_xyz)
+    return np.array([z, -y, -x])
+
+
+def heatmap_peak_ras(heatmap) -> list[float]:
+    """RAS mm of a heatmap's highest token."""
+    peak = np.unravel_index(int(np.argmax(heatmap.values)), heatmap.values.shape)
+    return [float(v) for v in voxel_to_world(heatmap.affine, np.asarray(peak, float))]
+
+
+def _attributes(layer) -> dict:
+    return {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate,
+            "features": getattr(layer, "features", None)}
+
+
+class LayerWiring:
+    """Everything the panel does to the viewer's layers and dims."""
+
+    def __init__(self, viewer) -> None:
+        self.viewer = viewer
+
+    # --- reading layers -------------------------------------------------------------------------
+    def ct_candidates(self) -> list:
+        """Image layers a CT could be in: not the heatmaps made here."""
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers
+                if isinstance(layer, Image) and HEATMAP_KEY not in layer.metadata]
+
+    def labels_candidates(self) -> list:
+        from napari.layers import Labels
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+
+    def find(self, name: str | None):
+        """The layer called ``name``, or None."""
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def ct_volume(self, layer) -> Volume:
+        """The CT a layer shows, refused with a clear message when it cannot be one."""
+        if layer is None:
+            raise FvlmInputError("Open a CT first (drag a NIfTI file or DICOM folder onto napari), "
+                                 "then choose it as the CT.")
+        self._check_volume_layer(layer, "CT")
+        if layer.rgb:
+            raise FvlmInputError(f"'{layer.name}' is a colour image; the analysis needs a CT in HU.")
+        return layer_volume(np.asarray(layer.data), _attributes(layer))
+
+    def labels_volume(self, layer) -> Volume:
+        """The masks a Labels layer shows, named from its features (index, name)."""
+        if layer is None:
+            raise FvlmInputError("Choose the Labels layer that holds the anatomy masks, "
+                                 "or another anatomy source.")
+        self._check_volume_layer(layer, "mask")
+        return layer_volume(np.asarray(layer.data), _attributes(layer), is_labels=True)
+
+    def analysis_request(self, choices) -> AnalysisRequest:
+        """The analysis request for the form's choices (`InputChoices`); refuses unusable inputs."""
+        ct_layer = self.find(choices.ct_layer)
+        ct = self.ct_volume(ct_layer)
+        if choices.anatomy_kind == "labels":
+            layer = self.find(choices.labels_layer)
+            anatomy = AnatomySource("labels", labels=self.labels_volume(layer),
+                                    description=f"Labels layer '{layer.name}'", layer=layer.name)
+        elif choices.anatomy_kind == "file":
+            if not choices.mask_path:
+                raise FvlmInputError("Choose the mask file (Anatomy → Mask file → Browse…).")
+            anatomy = AnatomySource("file", path=choices.mask_path, description=choices.mask_path)
+        else:
+            anatomy = AnatomySource("totalseg", description="TotalSegmentator (fast)")
+        if not choices.model_source:
+            raise FvlmInputError("Choose the checkpoint folder (Model → Checkpoint folder → Browse…).")
+        return AnalysisRequest(ct, ct_layer.name, anatomy, choices.model_source, choices.device)
+
+    @staticmethod
+    def _check_volume_layer(layer, role: str) -> None:
+        if layer.multiscale:
+            raise FvlmInputError(f"'{layer.name}' is a multiscale (pyramid) layer; open the {role} "
+                                 "volume itself.")
+        if layer.ndim != 3:
+            raise FvlmInputError(f"'{layer.name}' is {layer.ndim}D; the analysis needs a 3D {role} volume.")
+        if not np.allclose(layer.affine.affine_matrix, np.eye(4)) or not np.allclose(layer.rotate, np.eye(3)):
+            raise FvlmInputError(f"'{layer.name}' is rotated or sheared in napari; reset its transform "
+                                 "so its geometry is the file's.")
+
+    # --- showing results ------------------------------------------------------------------------
+    def heatmap_layers(self) -> list:
+        return [layer for layer in self.viewer.layers if HEATMAP_KEY in layer.metadata]
+
+    def show_heatmap(self, heatmap, name: str, kind: str, threshold: float, keep_previous: bool):
+        """Show a token-grid heatmap as an additive Image layer, reusing the layer of the same name."""
+        scale, translate = display_scale_translate(heatmap.affine)
+        if not keep_previous:
+            for other in self.heatmap_layers():
+                if other.name != name:
+                    self.viewer.layers.remove(other)
+        layer = self.find(name)
+        limits = (min(float(threshold), 0.99), 1.0)
+        if layer is not None and HEATMAP_KEY in layer.metadata:
+            layer.scale, layer.translate = scale, translate
+            layer.data = heatmap.values
+            layer.contrast_limits = limits
+            layer.metadata[HEATMAP_KEY] = kind
+            layer.visible = True
+            return layer
+        return self.viewer.add_image(
+            heatmap.values, name=name, scale=scale, translate=translate, colormap=HEATMAP_COLORMAP,
+            blending="additive", opacity=HEATMAP_OPACITY, contrast_limits=limits, interpolation2d="linear",
+            metadata={HEATMAP_KEY: kind, "fvlm_affine": np.asarray(heatmap.affine, float).copy()})
+
+    def set_heatmap_threshold(self, threshold: float) -> None:
+        for layer in self.heatmap_layers():
+            layer.contrast_limits = (min(float(threshold), 0.99), 1.0)
+
+    def show_anatomy(self, labels: Volume, name: str):
+        """Add (or refill) a Labels layer with the analysed masks; names show under the cursor."""
+        data, kwargs, _kind = volume_layer_data(labels, name)
+        layer = self.find(name)
+        if layer is None:
+            return self.viewer.add_labels(data, **kwargs)
+        layer.data, layer.features = data, kwargs["features"]
+        return layer
+
+    def set_labels_visible(self, layer, visible_ids) -> None:
+        """Show only the labels in ``visible_ids``, keeping each label's own colour."""
+        from napari.utils.colormaps import CyclicLabelColormap, DirectLabelColormap
+
+        original = layer.metadata.get("fvlm_label_colormap")
+        if original is None:
+            original = layer.colormap
+            if not isinstance(original, (CyclicLabelColormap, DirectLabelColormap)):
+                return
+            layer.metadata["fvlm_label_colormap"] = original
+        ids = [int(i) for i in self.label_names(layer)]
+        colors = original.map(np.asarray(ids, dtype=layer.data.dtype)) if ids else []
+        shown = {int(i) for i in visible_ids}
+        color_dict = {None: HIDDEN, 0: HIDDEN}
+        color_dict.update({i: (c if i in shown else HIDDEN) for i, c in zip(ids, colors)})
+        layer.colormap = DirectLabelColormap(color_dict=color_dict)
+
+    @staticmethod
+    def label_names(layer) -> dict[int, str]:
+        """{id: name} of the labels present in a Labels layer."""
+        return layer_volume(np.asarray(layer.data), _attributes(layer), is_labels=True).labels or {}
+
+    def jump_to(self, ras_xyz) -> float:
+        """Move the axial slider to a RAS point's slice; returns the napari world z."""
+        z = float(ras_to_napari_world(ras_xyz)[0])
+        self.viewer.dims.set_point(0, z)
+        return z
+
+    # --- cursor ---------------------------------------------------------------------------------
+    def cursor_readout(self, ct_layer, anatomy_layer) -> str:
+        """"HU -850 | lung_upper_lobe_left" for the voxel under the cursor ('' outside the CT)."""
+        position = np.asarray(self.viewer.cursor.position, float)
+        value = _value_at(ct_layer, position)
+        if value is None:
+            return ""
+        text = f"HU {value:.0f}"
+        label = _value_at(anatomy_layer, position)
+        if label:
+            names = anatomy_layer.features
+            match = names["name"][names["index"] == label] if "index" in names and "name" in names else []
+            text += f" | {match.iloc[0] if len(match) else f'label {int(label)}'}"
+        return text
+
+
+def _value_at(layer, world) -> float | None:
+    """The layer's value at a napari world position, None outside it (or with no layer)."""
+    if layer is None or layer.ndim != len(world) or layer.multiscale:
+        return None
+    index = np.rint(layer.world_to_data(world)).astype(int)
+    if np.any(index < 0) or np.any(index >= np.asarray(layer.data.shape)):
+        return None
+    return float(layer.data[tuple(index)])

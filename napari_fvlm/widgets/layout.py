@@ -1,0 +1,128 @@
+"""The panel's widgets and their arrangement; no behaviour beyond what each widget does itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSlider, QTabWidget,
+                            QVBoxLayout, QWidget)
+
+from ..core.windows import WINDOW_PRESETS
+from .anatomy_list import AnatomyList
+from .inputs import InputsForm
+from .query_box import QueryBox
+from .results_table import ResultsTable
+
+NOTICE = "Research use only — not for diagnosis."
+MODEL_CARD = "docs/model-card.md"
+DEFAULT_THRESHOLD = 0.4
+
+
+def model_card_link() -> str:
+    """The model card: the repository's file when this is a source checkout, else its relative name."""
+    card = Path(__file__).resolve().parents[2] / MODEL_CARD
+    return card.as_uri() if card.is_file() else MODEL_CARD
+
+
+def _group(title: str, *widgets, layout=None) -> QGroupBox:
+    box = QGroupBox(title)
+    inner = layout or QVBoxLayout()
+    for widget in widgets:
+        inner.addWidget(widget)
+    box.setLayout(inner)
+    return box
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for widget in widgets:
+        row.addWidget(widget)
+    return row
+
+
+class PanelView(QWidget):
+    """Inputs, run controls, findings table, query box, display controls, anatomy list, exports."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.notice = QLabel(f"<b>⚠ {NOTICE}</b> <a style='color: #8ab4f8;' href='{model_card_link()}'>Model card</a>")
+        self.notice.setOpenExternalLinks(True)
+        self.notice.setStyleSheet("color: #f0b429;")
+        self.inputs = InputsForm()
+        self.analyze = QPushButton("Analyze")
+        self.analyze.setToolTip("Score every anatomy for every finding (runs in the background)")
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.status = QLabel("Choose a CT and its anatomy masks, then press Analyze.")
+        self.status.setWordWrap(True)
+        self.table = ResultsTable()
+        self.table.setMinimumHeight(180)
+        self.query = QueryBox()
+        self.presets = {name: QPushButton(name) for name in WINDOW_PRESETS}
+        for name, button in self.presets.items():
+            level, width = WINDOW_PRESETS[name]
+            button.setToolTip(f"CT window {name}: level {level:g}, width {width:g} HU")
+        self.threshold = QSlider(Qt.Orientation.Horizontal)
+        self.threshold.setRange(0, 95)
+        self.threshold.setValue(int(DEFAULT_THRESHOLD * 100))
+        self.threshold.setToolTip("Heatmap values below this are not shown")
+        self.threshold_label = QLabel()
+        self.set_threshold_text(DEFAULT_THRESHOLD)
+        self.anatomy = AnatomyList()
+        self.export_findings = QPushButton("Findings…")
+        self.export_findings.setToolTip("findings.json, findings.csv and heatmaps (NIfTI on the CT grid)")
+        self.export_masks = QPushButton("Masks…")
+        self.export_masks.setToolTip("The anatomy masks as NIfTI in the CT's original geometry")
+        self.export_screenshot = QPushButton("Screenshot…")
+        self.cursor = QLabel("")
+        self.cursor.setToolTip("Value under the mouse: Hounsfield units and anatomy")
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.notice)
+        layout.addWidget(self.inputs)
+        layout.addLayout(_row(self.analyze, self.cancel, self.progress))
+        layout.addWidget(self.status)
+        layout.addWidget(_group("Findings (zero-shot probability)", self.table), stretch=1)
+        layout.addWidget(_group("Ask", self.query))
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._display_tab(), "Display")
+        self.tabs.addTab(self.anatomy, "Anatomy")
+        self.tabs.addTab(self._export_tab(), "Export")
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.cursor)
+
+    def _display_tab(self) -> QWidget:
+        tab = QWidget()
+        column = QVBoxLayout(tab)
+        column.addLayout(_row(*self.presets.values()))
+        column.addLayout(_row(self.threshold_label, self.threshold))
+        column.addStretch()
+        return tab
+
+    def _export_tab(self) -> QWidget:
+        tab = QWidget()
+        column = QVBoxLayout(tab)
+        column.addLayout(_row(self.export_findings, self.export_masks, self.export_screenshot))
+        column.addWidget(QLabel("Files keep the CT's original geometry; the CT itself is never overwritten."))
+        column.addStretch()
+        return tab
+
+    def set_threshold_text(self, value: float) -> None:
+        self.threshold_label.setText(f"Heatmap ≥ {value:.2f}")
+
+    def set_running(self, running: bool) -> None:
+        """Analyze is disabled while a job runs; Cancel only then."""
+        self.analyze.setEnabled(not running)
+        self.cancel.setEnabled(running)
+        if running:
+            self.progress.setValue(0)
+
+    def say(self, message: str, level: str = "info") -> None:
+        """The status line: info (plain), warning (amber) or error (red)."""
+        colors = {"info": "", "warning": "color: #f0b429;", "error": "color: #ff6b6b;"}
+        self.status.setStyleSheet(colors[level])
+        self.status.setText(message)

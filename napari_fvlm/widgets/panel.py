@@ -1,0 +1,316 @@
+"""The "fVLM analysis" dock widget: connects the layout, the layer wiring and the job runner.
+
+Each user action starts at most one worker; each worker outcome has a named continuation here
+(``_analysis_done``, ``_query_done``, ...), which is the only code that changes `PanelState`.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QSize, Qt, QTimer
+from qtpy.QtWidgets import QScrollArea, QStyle, QVBoxLayout, QWidget
+
+from .._reader import prefer_this_reader_for_nifti
+from ..core.errors import FvlmInputError
+from ..core.inference import models as model_sources
+from . import dialogs, export_actions
+from .jobs import ModelCache, run_analysis, run_query
+from .layers import LayerWiring, heatmap_peak_ras
+from .layout import PanelView
+from .progress_report import ProgressReport
+from .runner import CloseWatcher, Continuations, Runner
+from .state import PanelState
+from .window_presets import apply_window
+
+CLOSE_WAIT_S = 2.0
+
+
+class FvlmPanel(QWidget):
+    """Analyze a CT with fVLM: scores per anatomy and finding, heatmaps, free-text grounding, exports."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.state = PanelState()
+        self.view = PanelView()
+        self.wiring = LayerWiring(napari_viewer)
+        self.runner = Runner()
+        self.models = ModelCache()
+        self.progress = ProgressReport(self.view.progress)
+        self.close_watcher = CloseWatcher(self.shutdown, self)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.view)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+        prefer_this_reader_for_nifti()  # dropped NIfTI files open with this plugin, no question asked
+        self._connect()
+        self.refresh_layer_choices()
+        if not (model_sources.DEMO_WEIGHTS / "config.json").is_file():
+            self.view.say("The bundled demo weights are not installed in this copy: choose Model → "
+                          "Checkpoint folder to analyze.", "warning")
+
+    def _connect(self) -> None:
+        view, events = self.view, self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.renamed):
+            event.connect(self.refresh_layer_choices)
+        self.viewer.cursor.events.position.connect(self._show_cursor_value)
+        view.analyze.clicked.connect(self.analyze)
+        view.cancel.clicked.connect(self.cancel)
+        self.runner.progressed.connect(self._on_progress)
+        view.table.finding_chosen.connect(self.show_finding)
+        view.query.query_submitted.connect(self.ask)
+        view.query.history_chosen.connect(self.show_query)
+        view.threshold.valueChanged.connect(self._on_threshold)
+        view.anatomy.visibility_changed.connect(self._on_anatomy_visibility)
+        for name, button in view.presets.items():
+            button.clicked.connect(lambda _=False, n=name: self.apply_window(n))
+        view.export_findings.clicked.connect(self._ask_export_findings)
+        view.export_masks.clicked.connect(self._ask_export_masks)
+        view.export_screenshot.clicked.connect(self._ask_screenshot)
+        runner = self.runner
+        self.destroyed.connect(lambda *_: runner.stop(CLOSE_WAIT_S))
+        QTimer.singleShot(0, self._watch_window)  # once docked, watch the viewer's window
+
+    # --- inputs ---------------------------------------------------------------------------------
+    def refresh_layer_choices(self, *_event) -> None:
+        self.view.inputs.set_layer_names([layer.name for layer in self.wiring.ct_candidates()],
+                                         [layer.name for layer in self.wiring.labels_candidates()])
+
+    # --- analysis -------------------------------------------------------------------------------
+    def analyze(self) -> bool:
+        """Start the analysis in the background; False (with a message) when it cannot start."""
+        if self.runner.busy:
+            self.view.say(f"Busy with the {self.runner.kind}: wait for it to finish or press Cancel.", "warning")
+            return False
+        try:
+            request = self.wiring.analysis_request(self.view.inputs.choices())
+        except FvlmInputError as err:
+            self._refuse(str(err))
+            return False
+        then = Continuations(self._analysis_done, self._analysis_refused, self._analysis_cancelled,
+                             self._analysis_failed)
+        self.runner.start("analysis", run_analysis, request, self.models, then=then, with_progress=True)
+        self.view.set_running(True)
+        self.view.say(f"Analyzing {request.ct_name}…")
+        self.progress.start()
+        return True
+
+    def cancel(self) -> None:
+        if self.runner.cancel():
+            self.view.say("Cancelling…")
+
+    def _on_progress(self, fraction: float, message: str) -> None:
+        if not self.state.closed:
+            self.progress.update(fraction, message)
+
+    def _analysis_done(self, result) -> None:
+        if self.state.closed:
+            return
+        self._finish(completed=True)
+        self.state.result, self.state.history, self.state.shown_findings = result, {}, []
+        self.view.query.clear()
+        self.view.table.set_scores(result.analysis.scores)
+        self._show_anatomy(result)
+        absent = f" Not found in the masks: {', '.join(result.analysis.absent)}." if result.analysis.absent else ""
+        self.view.say(f"Scored {len(result.analysis.scores)} anatomies in "
+                      f"{result.analysis.timing_s.get('total', 0.0):.1f} s. Choose a row to see its heatmap, "
+                      f"or ask below.{absent}")
+
+    def _analysis_refused(self, message: str) -> None:
+        if not self.state.closed:
+            self._finish(completed=False)
+            self._refuse(message)
+
+    def _analysis_cancelled(self) -> None:
+        if not self.state.closed:
+            self._finish(completed=False)
+            self.view.say("Analysis cancelled; nothing was changed.", "warning")
+
+    def _analysis_failed(self, err: Exception) -> None:
+        if not self.state.closed:
+            self._finish(completed=False)
+            self.view.say(f"The analysis failed: {err}", "error")
+
+    def _show_anatomy(self, result) -> None:
+        source = result.request.anatomy
+        layer = self.wiring.find(source.layer) if source.kind == "labels" else None
+        if layer is None:
+            layer = self.wiring.show_anatomy(result.labels, f"{result.request.ct_name} anatomy")
+        self.state.anatomy_layer = layer.name
+        self.view.anatomy.set_labels(self.wiring.label_names(layer))
+
+    # --- findings and queries -------------------------------------------------------------------
+    def show_finding(self, anatomy: str, finding: str) -> None:
+        """Show one scored finding's heatmap and jump to its peak (a dot product: done right here)."""
+        result = self.state.result
+        if result is None:
+            return
+        heatmap = result.analyzer.finding_heatmap(result.encoded, anatomy, finding)
+        self._show_heatmap(heatmap, heatmap.name, "finding")
+        z = self.wiring.jump_to(heatmap_peak_ras(heatmap))
+        if (anatomy, finding) not in self.state.shown_findings:
+            self.state.shown_findings.append((anatomy, finding))
+        probability = result.analysis.scores[anatomy][finding]
+        self.view.say(f"{finding} in {anatomy.replace('_', ' ')}: p = {probability:.2f}; "
+                      f"strongest at z = {z:.0f} mm.")
+
+    def ask(self, text: str) -> bool:
+        """Ground a free-text query in the background; False (with a message) when it cannot start."""
+        from ..core.inference.grounding import check_query
+
+        if self.state.result is None:
+            self._refuse("Analyze a CT first: questions are answered on its analysis.")
+            return False
+        try:
+            text = check_query(text)
+        except FvlmInputError as err:
+            self._refuse(str(err))
+            return False
+        then = Continuations(self._query_done, self._refuse, lambda: None, self._job_failed)
+        return self._start("query", run_query, self.state.result, text, then=then)
+
+    def _query_done(self, grounding) -> None:
+        if self.state.closed:
+            return
+        self.state.history.pop(grounding.text, None)
+        self.state.history[grounding.text] = grounding
+        self.show_query(grounding.text)
+
+    def _job_failed(self, err: Exception) -> None:
+        if not self.state.closed:
+            self.view.say(f"Failed: {err}", "error")
+
+    def show_query(self, text: str) -> None:
+        """Show a grounded query again (from the history: no model call)."""
+        grounding = self.state.history.get(text)
+        if grounding is None:
+            return
+        self._show_heatmap(grounding.heatmap, grounding.text, "query")
+        self.view.query.show_grounding(grounding)
+        z = self.wiring.jump_to(grounding.peak_world_mm)
+        self.view.say(f"'{grounding.text}' points to {grounding.peak_anatomy.replace('_', ' ')} (z = {z:.0f} mm).")
+
+    def _show_heatmap(self, heatmap, name: str, kind: str):
+        return self.wiring.show_heatmap(heatmap, name, kind, self.view.threshold.value() / 100,
+                                        self.view.query.keep_previous.isChecked())
+
+    # --- display --------------------------------------------------------------------------------
+    def _on_threshold(self, value: int) -> None:
+        self.view.set_threshold_text(value / 100)
+        self.wiring.set_heatmap_threshold(value / 100)
+
+    def _on_anatomy_visibility(self, ids: list) -> None:
+        layer = self.wiring.find(self.state.anatomy_layer)
+        if layer is not None:
+            self.wiring.set_labels_visible(layer, ids)
+
+    def apply_window(self, preset: str) -> None:
+        layer = self.wiring.find(self.view.inputs.ct.currentText())
+        if layer is None:
+            self._refuse("Open a CT first: window presets apply to the CT layer.")
+            return
+        apply_window(layer, preset)
+
+    def _show_cursor_value(self, _event=None) -> None:
+        ct = self.wiring.find(self.view.inputs.ct.currentText())
+        self.view.cursor.setText(self.wiring.cursor_readout(ct, self.wiring.find(self.state.anatomy_layer)))
+
+    # --- exports --------------------------------------------------------------------------------
+    def export_findings(self, folder) -> bool:
+        """Write findings.json/.csv and heatmaps into ``folder`` in the background."""
+        if self._needs_result():
+            return False
+        try:
+            export_actions.check_findings_folder(folder, self.state.result)
+        except FvlmInputError as err:
+            self._refuse(str(err))
+            return False
+        state = self.state
+        then = Continuations(self._export_done, self._refuse, lambda: None, self._job_failed)
+        return self._start("export", export_actions.write_findings, folder, state.result,
+                           list(state.history.values()), list(state.shown_findings), then=then)
+
+    def _export_done(self, folder) -> None:
+        if not self.state.closed:
+            self.view.say(f"Findings written to {folder}.")
+
+    def export_masks(self, path) -> bool:
+        if self._needs_result():
+            return False
+        return self._report(lambda: export_actions.write_masks(path, self.state.result), "Masks written to")
+
+    def export_screenshot(self, path) -> bool:
+        sources = export_actions.source_paths(self.state.result) if self.state.result else ()
+        return self._report(lambda: export_actions.write_screenshot(self.viewer, path, sources),
+                            "Screenshot saved to")
+
+    def _ask_export_findings(self) -> None:
+        folder = dialogs.ask_folder(self, "An empty folder (or an earlier export) for the findings")
+        if folder:
+            self.export_findings(folder)
+
+    def _ask_export_masks(self) -> None:
+        if not self._needs_result():
+            path = dialogs.ask_save_path(self, "Save anatomy masks", f"{self.state.result.request.ct_name}"
+                                         "_anatomy.nii.gz", "NIfTI (*.nii.gz *.nii)")
+            if path:
+                self.export_masks(path)
+
+    def _ask_screenshot(self) -> None:
+        path = dialogs.ask_save_path(self, "Save screenshot", "fvlm_screenshot.png", "PNG (*.png)")
+        if path:
+            self.export_screenshot(path)
+
+    def _start(self, kind: str, job, *args, then: Continuations) -> bool:
+        """Start a short job (query, export); refused politely while another one runs."""
+        if not self.runner.start(kind, job, *args, then=then):
+            self.view.say(f"Busy with the {self.runner.kind}: try again when it has finished.", "warning")
+            return False
+        return True
+
+    def _report(self, write, done: str) -> bool:
+        try:
+            path = write()
+        except FvlmInputError as err:
+            self._refuse(str(err))
+            return False
+        self.view.say(f"{done} {path}.")
+        return True
+
+    def _needs_result(self) -> bool:
+        if self.state.result is None:
+            self._refuse("Analyze a CT first; there is nothing to export yet.")
+            return True
+        return False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def _refuse(self, message: str) -> None:
+        from napari.utils.notifications import show_warning
+
+        self.view.say(message, "warning")
+        show_warning(message)
+
+    def _finish(self, completed: bool) -> None:
+        self.view.set_running(False)
+        self.progress.finish(completed)
+
+    def minimumSizeHint(self) -> QSize:
+        """As wide as the content needs (styled, so asked each time): the scroll area only scrolls down."""
+        scroll_bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        return QSize(self.view.minimumSizeHint().width() + scroll_bar + 4, super().minimumSizeHint().height())
+
+    def showEvent(self, event) -> None:
+        self._watch_window()
+        super().showEvent(event)
+
+    def _watch_window(self) -> None:
+        self.close_watcher.watch(self)
+
+    def shutdown(self, wait_s: float = CLOSE_WAIT_S) -> bool:
+        """The viewer is closing: cancel the running job and wait briefly; True when it has stopped."""
+        self.state.closed = True
+        stopped = self.runner.stop(wait_s)
+        self.progress.close()
+        return stopped
