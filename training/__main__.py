@@ -1,0 +1,74 @@
+"""Command line: ``python -m training {train,cache,evaluate} ...`` (also under torchrun).
+
+    python -m training train --config training/configs/phantom-demo.json [--set key=value]... [--resume]
+    torchrun --nproc_per_node 2 -m training train --config ...
+    python -m training cache --config ... [--split train]      # build the sample caches only
+    python -m training evaluate --model runs/phantom-demo/best --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from napari_fvlm.core.errors import FvlmInputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description="Train and evaluate fVLM models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a model from a config file")
+    train.add_argument("--config", required=True, help="experiment file, e.g. training/configs/phantom-demo.json")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (model.width=64 sets a model override); repeatable")
+    train.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    train.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+                       help="stop (with a checkpoint) after this many steps; the schedule is unchanged")
+    cache = commands.add_parser("cache", help="prepare and cache the samples of an experiment")
+    cache.add_argument("--config", required=True)
+    cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    cache.add_argument("--split", choices=("train", "val", "test"), action="append")
+    evaluate = commands.add_parser("evaluate", help="zero-shot evaluation with the CT-CLIP protocol")
+    evaluate.add_argument("--model", required=True, help="checkpoint folder (a run's best/ folder)")
+    evaluate.add_argument("--split", default="test", choices=("val", "test"))
+    evaluate.add_argument("--out", default=None, help="folder for the JSON and markdown results")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override the run's config (e.g. cache_dir=...)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if args.command == "train":
+            from .config import load_config
+            from .trainer import train
+
+            run_dir = train(load_config(args.config, args.overrides), resume=args.resume, stop_after=args.stop_after)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"run folder: {run_dir}")
+        elif args.command == "cache":
+            from .config import load_config
+            from .datasets import prepare_split
+
+            config = load_config(args.config, args.overrides)
+            for split in args.split or ("train", "val", "test"):
+                paths = prepare_split(config, split, workers=config.num_workers, progress=True)
+                print(f"{split}: {len(paths)} samples in {paths[0].parent if paths else '-'}")
+        else:
+            from .evaluate import evaluate_checkpoint
+
+            result = evaluate_checkpoint(args.model, args.split, args.out, args.bootstrap, args.overrides)
+            print(json.dumps(result["summary"], indent=2))
+    except FvlmInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
