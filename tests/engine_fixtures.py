@@ -48,3 +48,14 @@ def save_random_demo_model(folder) -> str:
     torch.manual_seed(0)
     save_checkpoint(build_model(preset("demo")), folder)
     return str(folder)
+
+
+def write_synthetic_case(folder) -> tuple:
+    """The synthetic CT and masks as `ct.nii.gz` / `anatomy.nii.gz` in ``folder``, and a random
+    demo model in ``folder/model``: returns (folder, model folder)."""
+    from napari_fvlm.core.io.nifti import write_nifti
+
+    ct, masks = synthetic_ct_and_masks()
+    write_nifti(ct, folder / "ct.nii.gz")
+    write_nifti(masks, folder / "anatomy.nii.gz")
+    return folder, save_random_demo_model(folder / "model")

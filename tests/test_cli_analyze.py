@@ -14,19 +14,13 @@ import numpy as np
 import pytest
 
 from napari_fvlm.cli import main
-from napari_fvlm.core.io.nifti import write_nifti
 
-from engine_fixtures import save_random_demo_model, synthetic_ct_and_masks
+from engine_fixtures import save_random_demo_model, write_synthetic_case
 
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("case")
-    ct, masks = synthetic_ct_and_masks()
-    write_nifti(ct, folder / "ct.nii.gz")
-    write_nifti(masks, folder / "anatomy.nii.gz")
-    model = save_random_demo_model(folder / "model")
-    return folder, model
+    return write_synthetic_case(tmp_path_factory.mktemp("case"))
 
 
 def _run(capsys, *args) -> tuple[int, str, str]:

@@ -12,11 +12,10 @@ import pytest
 
 from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS
 from napari_fvlm.core.geometry import display_scale_translate
-from napari_fvlm.core.io.nifti import write_nifti
 from napari_fvlm.core.windows import contrast_limits
 from napari_fvlm.widgets.layers import HEATMAP_KEY, ras_to_napari_world
 
-from engine_fixtures import save_random_demo_model, synthetic_ct_and_masks
+from engine_fixtures import write_synthetic_case
 
 JOB_TIMEOUT_MS = 60_000
 
@@ -24,11 +23,7 @@ JOB_TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     """A synthetic CT and its masks as NIfTI files, and a random-init model as a checkpoint folder."""
-    folder = tmp_path_factory.mktemp("panel")
-    ct, masks = synthetic_ct_and_masks()
-    write_nifti(ct, folder / "ct.nii.gz")
-    write_nifti(masks, folder / "anatomy.nii.gz")
-    return folder, save_random_demo_model(folder / "model")
+    return write_synthetic_case(tmp_path_factory.mktemp("panel"))
 
 
 def open_case(make_napari_viewer, case, **kwargs):
