@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 2 -m training train --config ...
     python -m training cache --config ... [--split train]      # build the sample caches only
     python -m training evaluate --model runs/phantom-demo/best --split test
+    python -m training laterality --model runs/phantom-demo/best --seeds 20000:20128
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override the run's config (e.g. cache_dir=...)")
+    laterality = commands.add_parser("laterality", help="left/right queries on held-out phantoms, "
+                                                        "with the CT stored in several orientations")
+    laterality.add_argument("--model", required=True, help="checkpoint folder")
+    laterality.add_argument("--seeds", default="20000:20128", help="phantom seed range START:STOP (held out)")
     return parser
 
 
@@ -59,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
             for split in args.split or ("train", "val", "test"):
                 paths = prepare_split(config, split, workers=config.num_workers, progress=True)
                 print(f"{split}: {len(paths)} samples in {paths[0].parent if paths else '-'}")
+        elif args.command == "laterality":
+            from napari_fvlm.core.inference.analyzer import Analyzer
+            from napari_fvlm.core.inference.models import load_model
+
+            from .laterality import evaluate_laterality
+
+            start, stop = (int(v) for v in args.seeds.split(":"))
+            model, _ = load_model(args.model, "auto")
+            print(json.dumps(evaluate_laterality(Analyzer(model), range(start, stop)), indent=2))
         else:
             from .evaluate import evaluate_checkpoint
 
