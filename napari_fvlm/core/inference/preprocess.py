@@ -36,8 +36,7 @@ class ModelInput:
 def window(hu: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
     """Clip HU to the window and scale it to [0, 1] (float32)."""
     low, high = hu_window
-    out = np.clip(hu, low, high, dtype=np.float32) if hu.dtype == np.float32 else np.clip(
-        hu.astype(np.float32), low, high)
+    out = np.clip(hu.astype(np.float32, copy=False), low, high)  # a new array: the input is kept
     out -= low
     out *= 1.0 / (high - low)
     return out
