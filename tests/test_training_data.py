@@ -10,13 +10,14 @@ import torch
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.inference.preprocess import ModelInput, prepare_for_model
 from napari_fvlm.core.io.nifti import write_nifti
+from napari_fvlm.core.model.pooling import token_mask
 from napari_fvlm.core.phantom import generate_phantom
 from training import phantom_data
 from training.cache import cache_folder, read_sample, write_sample
 from training.config import TRAIN_CONFIG_FILE, load_config, save_run_record
 from training.ctrate import LABEL_COLUMNS, ct_rate_splits, scan_ct_rate
 from training.datasets import cache_key, prepare_split
-from training.loader import CachedDataset, collate, epoch_batches
+from training.loader import CachedDataset, collate, epoch_batches, pad_batch
 from training.reports import split_sections
 
 TINY = "training/configs/phantom-tiny.json"
@@ -100,6 +101,15 @@ def test_phantom_split_is_cached_once_and_collated_with_padding(tmp_path, monkey
     texts = batch["texts"][0]
     assert texts[anatomies.index("heart")] == sample.meta["texts"]["heart"]
     assert batch["text_ids"][0].unique().numel() == len(set(texts))
+
+    # Token-level masks, kept in memory: the padded batch holds exactly the model's token masks.
+    patch = config.model_config().patch_zyx
+    tokens = CachedDataset(paths, anatomies, patch_zyx=patch, in_memory=True)
+    token_batch = collate([tokens[0], tokens[1]])
+    assert torch.equal(token_batch["masks"], token_mask(batch["masks"].flatten(0, 1), patch).view_as(token_batch["masks"]))
+    assert torch.equal(token_batch["images"], batch["images"]) and tokens[0] is tokens[0]
+    padded = pad_batch(token_batch, [s + p for s, p in zip(shape, patch)])
+    assert tuple(padded["masks"].shape[2:]) == tuple(s // p + 1 for s, p in zip(shape, patch))
 
 
 def _fake_ct_rate(root, seeds):

@@ -70,6 +70,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     cache_text: bool = True  # cache the frozen text encoder's outputs per unique text
     num_workers: int = 0
+    in_memory: bool = True  # keep samples in memory after their first read (token masks: ~3 MB each)
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     val_every: int = 0  # validate every N steps (0: at epoch ends only)

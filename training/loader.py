@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from napari_fvlm.core.model.pooling import token_mask
+
 from .cache import read_sample
 
 
@@ -24,12 +26,21 @@ def text_id(text: str) -> int:
 
 
 class CachedDataset(Dataset):
-    """Cached samples as tensors: image (1, Z, Y, X), masks (A, Z, Y, X), flags (A,), texts."""
+    """Cached samples as tensors: image (1, Z, Y, X), masks (A, Z, Y, X), flags (A,), texts.
 
-    def __init__(self, paths: list[Path], anatomies, exclude_cut: bool = False) -> None:
+    With ``patch_zyx`` the masks come at token resolution (A, Z/pz, Y/py, X/px), pooled as the
+    model pools them (`token_mask`): the model only ever sees token masks, and a sample's token
+    masks are ~2,000 times smaller than its voxel masks. With ``in_memory`` each sample is read
+    from disk once and then kept (what makes epochs after the first cost compute only).
+    """
+
+    def __init__(self, paths: list[Path], anatomies, exclude_cut: bool = False,
+                 patch_zyx: tuple[int, int, int] | None = None, in_memory: bool = False) -> None:
         self.paths = list(paths)
         self.anatomies = list(anatomies)
         self.exclude_cut = exclude_cut
+        self.patch_zyx = tuple(patch_zyx) if patch_zyx is not None else None
+        self.kept: dict[int, dict] | None = {} if in_memory else None
 
     def include(self, meta: dict) -> list[bool]:
         """Anatomies this sample takes part in the loss for: present (and, if asked, not cut)."""
@@ -40,6 +51,14 @@ class CachedDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
+        if self.kept is not None and index in self.kept:
+            return self.kept[index]
+        item = self._read(index)
+        if self.kept is not None:
+            self.kept[index] = item
+        return item
+
+    def _read(self, index: int) -> dict:
         sample = read_sample(self.paths[index])
         meta = sample.meta
         if meta["anatomies"] != self.anatomies:
@@ -48,7 +67,7 @@ class CachedDataset(Dataset):
         return {
             "id": meta["id"],
             "image": torch.from_numpy(sample.image)[None],
-            "masks": torch.from_numpy(sample.masks),
+            "masks": self._masks(sample.masks),
             "include": torch.tensor(self.include(meta)),
             "normal": torch.tensor([not meta["abnormal"][a] for a in self.anatomies]),
             "texts": texts,
@@ -57,17 +76,30 @@ class CachedDataset(Dataset):
         }
 
 
+    def _masks(self, masks: np.ndarray) -> torch.Tensor:
+        masks = torch.from_numpy(masks)
+        return masks if self.patch_zyx is None else token_mask(masks, self.patch_zyx)
+
+
+def _mask_shape(image_shape, item: dict) -> list[int]:
+    """The mask shape that goes with an image shape (masks at voxel or at token resolution)."""
+    per_mask = [i // m for i, m in zip(item["image"].shape[1:], item["masks"].shape[1:])]
+    return [s // r for s, r in zip(image_shape, per_mask)]
+
+
 def collate(items: list[dict], shape: tuple[int, int, int] | None = None) -> dict:
     """Stack samples, padding images with 0 and masks with False to the batch's largest shape
-    (or to ``shape``, when that is larger in every axis)."""
+    (or to ``shape``, when that is larger in every axis). Images are whole patches, so padding
+    token masks the same way gives exactly the token masks of the padded voxel masks."""
     largest = np.max([item["image"].shape[1:] for item in items], axis=0)
     shape = np.maximum(largest, shape).tolist() if shape is not None else largest.tolist()
     images = torch.zeros(len(items), 1, *shape)
-    masks = torch.zeros(len(items), items[0]["masks"].shape[0], *shape, dtype=torch.bool)
+    masks = torch.zeros(len(items), items[0]["masks"].shape[0], *_mask_shape(shape, items[0]), dtype=torch.bool)
     for i, item in enumerate(items):
         z, y, x = item["image"].shape[1:]
         images[i, :, :z, :y, :x] = item["image"]
-        masks[i, :, :z, :y, :x] = item["masks"]
+        mz, my, mx = item["masks"].shape[1:]
+        masks[i, :, :mz, :my, :mx] = item["masks"]
     return {
         "ids": [item["id"] for item in items],
         "images": images,
@@ -86,9 +118,15 @@ def pad_batch(batch: dict, shape) -> dict:
     shape = tuple(int(s) for s in shape)
     if current == shape:
         return batch
-    padding = [0, shape[2] - current[2], 0, shape[1] - current[1], 0, shape[0] - current[0]]
-    images = torch.nn.functional.pad(batch["images"], padding, value=0.0)
-    masks = torch.nn.functional.pad(batch["masks"], padding, value=False)
+    ratio = [i // m for i, m in zip(current, batch["masks"].shape[2:])]
+    mask_shape = [s // r for s, r in zip(shape, ratio)]
+    mask_current = batch["masks"].shape[2:]
+
+    def padding(target, now):
+        return [0, target[2] - now[2], 0, target[1] - now[1], 0, target[0] - now[0]]
+
+    images = torch.nn.functional.pad(batch["images"], padding(shape, current), value=0.0)
+    masks = torch.nn.functional.pad(batch["masks"], padding(mask_shape, mask_current), value=False)
     return {**batch, "images": images, "masks": masks}
 
 

@@ -96,7 +96,9 @@ class TrainModule(nn.Module):
         batch, count = masks.shape[:2]
         outputs = []
         for index, model in enumerate(self.models):
-            token_masks = model.token_masks({a: masks[:, i] for i, a in enumerate(self.anatomies)})
+            token_masks = {a: masks[:, i] for i, a in enumerate(self.anatomies)}
+            if masks.shape[2:] == images.shape[2:]:  # voxel masks; a token-mask dataset pooled them already
+                token_masks = model.token_masks(token_masks)
             out = model(images, token_masks)
             image = torch.stack([out.embeddings[a] for a in self.anatomies], dim=1)
             valid = torch.stack([out.valid[a] for a in self.anatomies], dim=1)

@@ -125,8 +125,9 @@ def _train(config: TrainConfig, processes: Processes, resume: bool, stop_after: 
     paths = {split: prepare_split(config, split, processes.rank, processes.world, config.num_workers, show)
              for split in ("train", "val")}
     barrier(processes)
-    train_set = CachedDataset(paths["train"], model_config.anatomies, config.exclude_cut)
-    val_set = CachedDataset(paths["val"], model_config.anatomies, config.exclude_cut)
+    train_set, val_set = (CachedDataset(paths[split], model_config.anatomies, config.exclude_cut,
+                                        patch_zyx=model_config.patch_zyx, in_memory=config.in_memory)
+                          for split in ("train", "val"))
     per_epoch = steps_per_epoch(len(train_set), config.batch_size, processes.world, config.grad_accum)
     if per_epoch == 0:
         raise FvlmInputError(f"The train split has {len(train_set)} samples, fewer than one global batch "
