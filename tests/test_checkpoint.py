@@ -180,7 +180,7 @@ class Opaque:
 
 OFFICIAL_LIKE = dataclasses.replace(
     DEMO, name="official-small", anatomy_group_set="ct-rate", anatomies=("lung", "heart", "esophagus", "aorta"),
-    text_pooling="cls", text_in_checkpoint=True,
+    text_pooling="cls", text_in_checkpoint=True, stem_channels=0,  # the reference's linear patch embedding
 )
 
 

@@ -86,6 +86,22 @@ def test_token_mask_max_pools_and_drops_remainder():
     assert tokens.nonzero().tolist() == [[1, 0, 1]]
 
 
+def test_max_pool_stem_keeps_the_token_grid_and_sees_a_spot_in_its_own_token_only():
+    assert DEMO.stem_channels > 0
+    torch.manual_seed(0)
+    vision = VisionTransformer3d(DEMO).eval()
+    for shape in [(17, 33, 40), (64, 128, 144), (31, 47, 95)]:
+        tokens = vision.patch_embed(torch.rand(1, 1, *shape))
+        assert tuple(tokens.shape[2:]) == tuple(token_mask(torch.ones(shape), DEMO.patch_zyx).shape)
+    image = torch.full((1, 1, 16, 32, 32), 0.2)
+    spot = image.clone()
+    spot[0, 0, 9:11, 20:23, 5:8] = 0.8  # a 10 x 9 x 9 mm nodule inside token (1, 1, 0)
+    with torch.no_grad():
+        changed = (vision.patch_embed(spot) - vision.patch_embed(image)).abs().amax(dim=1)[0]
+    assert changed[1, 1, 0] > 1e-3 and changed.flatten().argmax().item() == 1 * 4 + 1 * 2 + 0
+    assert torch.count_nonzero(changed) == 1
+
+
 def test_pooling_respects_masks_and_flags_empty_anatomies():
     torch.manual_seed(1)
     pooling = AnatomyPooling(DEMO).eval()

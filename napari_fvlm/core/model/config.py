@@ -53,6 +53,7 @@ class ModelConfig:
     pool_heads: int = 4
     embed_dim: int = 256
     dropout: float = 0.0
+    stem_channels: int = 0  # 0: one linear patch embedding (the reference); > 0: a max-pool stem
     temperature_init: float = 0.07
     temperature_bounds: tuple[float, float] = (0.001, 0.5)
     prompt_positive: str = "{finding}."  # zero-shot prompt pair (METHOD.md); a trained model keeps
@@ -91,6 +92,8 @@ class ModelConfig:
             problems.append("hu_window must be (low, high) with low < high")
         if any("{finding}" not in p for p in (self.prompt_positive, self.prompt_negative)):
             problems.append("prompt_positive and prompt_negative must contain '{finding}'")
+        if self.stem_channels < 0 or (self.stem_channels and any(p % 4 for p in self.patch_zyx)):
+            problems.append("stem_channels must be 0, or > 0 with every patch size divisible by 4")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must be in [0, 1)")
         if self.config_version > CONFIG_VERSION:
@@ -167,7 +170,7 @@ PRESETS: dict[str, ModelConfig] = {
     "demo": ModelConfig(
         name="demo", anatomy_group_set="fine", anatomies=_FINE_ANATOMIES,
         spacing_zyx=(5.0, 3.0, 3.0), min_input_shape_zyx=(64, 128, 128), patch_zyx=(8, 16, 16),
-        width=192, depth=4, heads=4, tap_blocks=(1, 2, 3),
+        width=192, depth=4, heads=4, tap_blocks=(1, 2, 3), stem_channels=64,
         text_encoder="sentence-transformers/all-MiniLM-L6-v2", text_pooling="mean",
         text_max_length=128, text_in_checkpoint=False,
     ),

@@ -128,6 +128,9 @@ def convert_official(pth_path: str | Path, out_folder: str | Path, config: Model
     if not config.text_in_checkpoint:
         raise FvlmInputError("The official checkpoint fine-tunes its text encoder; use a config with "
                              "text_in_checkpoint true.")
+    if config.stem_channels:
+        raise FvlmInputError("The official checkpoint has a linear patch embedding; use a config with "
+                             "stem_channels 0.")
     mapped = map_state_dict(_read_state_dict(path), config)
     model = build_model(config, pretrained_text=False, text_source=text_encoder)
     check_weights(saved_state(model), mapped, f"'{path.name}' (after renaming)")

@@ -3,6 +3,12 @@
 Input (B, 1, Z, Y, X) in [0, 1]; a Conv3d with stride = patch cuts it into a (Zt, Yt, Xt) token
 grid (a trailing remainder smaller than one patch is dropped, the same floor rule the anatomy
 masks follow in `pooling.token_mask`). No CLS token: every token is a place in the body.
+
+With ``stem_channels`` the patch embedding is a small max-pool stem instead: sub-patches of a
+quarter patch are embedded, passed through GELU and max-pooled 2x before the last 2x embedding.
+A linear embedding of a whole patch sees a 6 mm nodule as a fraction of a percent of its voxels;
+the max lets a token report a small bright or dark spot wherever it lies in the patch. The token
+grid is the same (nested floor divisions compose).
 """
 
 from __future__ import annotations
@@ -94,6 +100,13 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def max_pool_stem(patch_zyx: Grid, channels: int, width: int) -> nn.Sequential:
+    """Sub-patch embedding (patch / 4) -> GELU -> 2x max pool -> 2x embedding to ``width``."""
+    sub = tuple(p // 4 for p in patch_zyx)
+    return nn.Sequential(nn.Conv3d(1, channels, kernel_size=sub, stride=sub), nn.GELU(), nn.MaxPool3d(2),
+                         nn.Conv3d(channels, width, kernel_size=2, stride=2))
+
+
 class VisionTransformer3d(nn.Module):
     """Patch embedding + learned 3D position embedding + pre-norm blocks; taps multi-level tokens."""
 
@@ -103,7 +116,10 @@ class VisionTransformer3d(nn.Module):
         self.grid_zyx = tuple(config.position_grid_zyx)
         self.tap_blocks = tuple(config.tap_blocks)
         width = config.width
-        self.patch_embed = nn.Conv3d(1, width, kernel_size=self.patch_zyx, stride=self.patch_zyx)
+        if config.stem_channels:
+            self.patch_embed = max_pool_stem(self.patch_zyx, config.stem_channels, width)
+        else:
+            self.patch_embed = nn.Conv3d(1, width, kernel_size=self.patch_zyx, stride=self.patch_zyx)
         tokens = self.grid_zyx[0] * self.grid_zyx[1] * self.grid_zyx[2]
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, width))
         self.pos_drop = nn.Dropout(config.dropout)
@@ -119,8 +135,9 @@ class VisionTransformer3d(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        weight = self.patch_embed.weight  # as in MAE: a Linear over the flattened patch
-        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        for module in self.patch_embed.modules():  # as in MAE: a Linear over the flattened patch
+            if isinstance(module, nn.Conv3d):
+                nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Grid]:
         """Images (B, 1, Z, Y, X) -> (levels: list of (B, N, width), token grid (Zt, Yt, Xt))."""
@@ -133,7 +150,7 @@ class VisionTransformer3d(nn.Module):
                 f"Input {tuple(images.shape[2:])} (z, y, x) is smaller than one patch {self.patch_zyx}; "
                 "pad the crop to the model's minimum input shape."
             )
-        tokens = self.patch_embed(images.to(self.patch_embed.weight.dtype))
+        tokens = self.patch_embed(images.to(self.pos_embed.dtype))
         grid = tuple(tokens.shape[2:])
         tokens = tokens.flatten(2).transpose(1, 2)
         x = self.pos_drop(tokens + interpolate_position_embedding(self.pos_embed, self.grid_zyx, grid))
