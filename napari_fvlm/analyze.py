@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .core.errors import FvlmInputError
@@ -44,12 +45,14 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
     start = time.perf_counter()
     queries = [check_query(q) for q in queries]
     check_out_dir(Path(out))  # refuse before any slow work
-    ct = read_volume(ct_path)
-    if ct.is_labels:
-        raise FvlmInputError(f"{ct_path} holds labels, not a CT image; pass it with --masks.")
     device = pick_device(device)
-    labels = masks_for(ct, masks, device)
-    net, folder = load_model(model, device)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the model loads while the CT and masks are read
+        loading = pool.submit(load_model, model, device)
+        ct = read_volume(ct_path)
+        if ct.is_labels:
+            raise FvlmInputError(f"{ct_path} holds labels, not a CT image; pass it with --masks.")
+        labels = masks_for(ct, masks, device)
+        net, folder = loading.result()
     analyzer = Analyzer(net)
     encoded, analysis = analyzer.analyze(ct, labels, queries)
     heatmaps = {f"query:{i}": (g.heatmap, {"query": g.text}) for i, g in enumerate(analysis.queries)}

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ OUTPUT_NAMES = {"findings.json", "findings.csv", "heatmaps"}
 
 
 HEATMAP_LEVELS = 255  # heatmaps in [0, 1] are stored as uint8 with scale factor 1/255
+HEATMAP_WRITERS = 2
 
 
 def heatmap_on_ct_grid(heatmap: Heatmap, ct: Volume) -> np.ndarray:
@@ -96,8 +98,10 @@ def write_analysis(out: str | Path, ct: Volume, analysis: Analysis, heatmaps: di
             name = f"heatmaps/{slug(heatmap.name)}.nii.gz"
             while any(f["file"] == name for f in files.values()):
                 name = name.replace(".nii.gz", "_.nii.gz")
-            write_heatmap(heatmap, ct, staging / name)
             files[key] = {"file": name, **info}
+        # Resampling and deflating release the GIL: two threads write about twice as fast.
+        with ThreadPoolExecutor(max_workers=HEATMAP_WRITERS) as pool:
+            list(pool.map(lambda key: write_heatmap(heatmaps[key][0], ct, staging / files[key]["file"]), files))
         document = findings_document(analysis, files, model_info, ct, extra)
         (staging / "findings.json").write_text(json.dumps(document, indent=2))
         if out.exists():
