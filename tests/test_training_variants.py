@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from napari_fvlm.core.model.checkpoint import load_checkpoint
+from napari_fvlm.core.phantom.catalog import FINDINGS
 from training.config import load_config
 from training.trainer import train
 
@@ -58,6 +59,10 @@ def test_global_clip_run_and_evaluation_cli(tmp_path, cache_dir):
     lesions = [g for s in result["samples"] for g in s["grounding"]]
     assert result["grounding"]["lesions"] == len(lesions) > 0
     assert 0.0 <= result["grounding"]["pointing_game"] <= 1.0
+    focal = [g for g in lesions if FINDINGS[g["finding"]].focal]
+    assert result["grounding"]["focal_lesions"] == len(focal)
+    if focal:
+        assert result["grounding"]["pointing_game_focal"] == sum(g["hit"] for g in focal) / len(focal)
     assert "| **mean** |" in (out / "evaluation.md").read_text()
 
     bad = subprocess.run([sys.executable, "-m", "training", "evaluate", "--model", str(tmp_path / "nothing")],

@@ -17,6 +17,7 @@ import numpy as np
 
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.model.config import read_checkpoint_config
+from napari_fvlm.core.phantom.catalog import FINDINGS
 
 from .cache import CachedSample, read_sample
 from .config import TrainConfig, apply_overrides
@@ -92,8 +93,12 @@ def grounding_summary(results: list[dict], resamples: int) -> dict:
         chosen = [g for g in found if g["finding"] == name]
         per_finding[name] = {"lesions": len(chosen), "pointing_game": float(np.mean([g["hit"] for g in chosen])),
                              "dice": float(np.mean([g["dice"] for g in chosen]))}
+    focal = np.array([g["finding"] in FINDINGS and FINDINGS[g["finding"]].focal for g in found])
+    focal_hits = hits[focal]
     return {"lesions": len(found), "pointing_game": float(hits.mean()),
             "pointing_game_ci": bootstrap_interval(lambda rows: float(hits[rows].mean()), len(hits), resamples),
+            "focal_lesions": int(focal.sum()),
+            "pointing_game_focal": float(focal_hits.mean()) if focal.any() else None,
             "dice": float(dices.mean()),
             "dice_ci": bootstrap_interval(lambda rows: float(dices[rows].mean()), len(dices), resamples),
             "per_finding": per_finding}
@@ -137,7 +142,8 @@ def evaluate_checkpoint(model_dir: str | Path, split: str = "test", out: str | P
         "model": str(model_dir), "split": split, "samples": len(test_results), "finding_set": finding_set,
         "thresholds_from": "val" + (" (the evaluated split itself: optimistic)" if split == "val" else ""),
         "study_mean": result["study"]["mean"], "anatomy_mean": result["anatomy"]["mean"],
-        "pointing_game": result["grounding"].get("pointing_game"), "dice": result["grounding"].get("dice"),
+        "pointing_game": result["grounding"].get("pointing_game"),
+        "pointing_game_focal": result["grounding"].get("pointing_game_focal"), "dice": result["grounding"].get("dice"),
     }
     result["samples"] = test_results
     out = Path(out) if out else model_dir.parent / f"evaluation-{model_dir.name}-{split}"

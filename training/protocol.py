@@ -135,5 +135,12 @@ def markdown(result: dict) -> str:
         lines += ["## Grounding (lesions)", "", f"{grounding['lesions']} lesions: pointing game "
                   f"{grounding['pointing_game']:.3f} (95% CI {grounding['pointing_game_ci'][0]:.3f}-"
                   f"{grounding['pointing_game_ci'][1]:.3f}), Dice {grounding['dice']:.3f} (95% CI "
-                  f"{grounding['dice_ci'][0]:.3f}-{grounding['dice_ci'][1]:.3f}).", ""]
+                  f"{grounding['dice_ci'][0]:.3f}-{grounding['dice_ci'][1]:.3f})."]
+        if grounding.get("pointing_game_focal") is not None:
+            lines += ["", f"Focal findings ({grounding['focal_lesions']} lesions): pointing game "
+                      f"{grounding['pointing_game_focal']:.3f}."]
+        lines += ["", "| finding | lesions | pointing game | Dice |", "|---|---|---|---|"]
+        lines += [f"| {name} | {m['lesions']} | {m['pointing_game']:.3f} | {m['dice']:.3f} |"
+                  for name, m in grounding.get("per_finding", {}).items()]
+        lines.append("")
     return "\n".join(lines)
