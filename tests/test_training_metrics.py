@@ -1,11 +1,14 @@
 """Evaluation metrics against scikit-learn and hand-worked cases; the protocol's val -> test thresholds."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, roc_auc_score
 
+from napari_fvlm.core.errors import FvlmInputError
+from training.compare import comparison_table, load_run
 from training.metrics import (
     auc, bootstrap_interval, corner_threshold, dice, fast_auc, fast_thresholded, heatmap_dice, label_metrics,
     pointing_hit, thresholded_metrics,
@@ -109,3 +112,32 @@ def test_study_score_is_the_highest_anatomy_score():
               "labels": {}, "study_labels": {"emphysema": 1}}
     study, anatomy = build_tables([result])
     assert study.names == ["emphysema"] and study.scores[0, 0] == 0.9 and anatomy.names == []
+
+
+def _evaluated_run(folder, name, loss, calibration, auc, epochs=6):
+    """A run folder as `training evaluate` leaves it (config record + evaluation summary)."""
+    folder.mkdir()
+    train = {"name": name, "loss": loss, "calibration": calibration, "epochs": epochs, "batch_size": 8,
+             "grad_accum": 1, "lr": 5e-4, "seed": 0, "model_preset": "demo", "train_seeds": [0, 512],
+             "val_seeds": [10000, 10064], "test_seeds": [20000, 20128]}
+    (folder / "train_config.json").write_text(json.dumps({"train": train}))
+    mean = {"auc": auc, "auc_ci": [auc - 0.02, auc + 0.02]}
+    result = {"summary": {"samples": 128, "study_mean": mean, "anatomy_mean": mean},
+              "grounding": {"pointing_game": 0.5, "pointing_game_focal": 0.25, "dice": 0.4}}
+    (folder / "eval-test").mkdir()
+    (folder / "eval-test" / "evaluation.json").write_text(json.dumps(result))
+    return folder
+
+
+def test_comparison_table_rows_and_budget_check(tmp_path):
+    anatomy = load_run(_evaluated_run(tmp_path / "a", "phantom-anatomy", "fvlm", True, 0.81))
+    clip = load_run(_evaluated_run(tmp_path / "b", "phantom-global-clip", "global_clip", True, 0.62))
+    table = comparison_table([anatomy, clip])
+    rows = [line for line in table.splitlines() if line.startswith("| phantom-")]
+    assert rows[0].startswith("| phantom-anatomy | anatomy-level + false-negative calibration | 0.810 (0.790-0.830)")
+    assert "| 0.500 (0.250) | 0.400 |" in rows[0] and "global CLIP" in rows[1]
+    assert "epochs 6" in table and "128 test phantoms" in table and "Not comparable" not in table
+    longer = load_run(_evaluated_run(tmp_path / "c", "phantom-long", "fvlm", False, 0.9, epochs=12))
+    assert "**Not comparable**: the runs differ in epochs" in comparison_table([anatomy, longer])
+    with pytest.raises(FvlmInputError, match="evaluate the run first"):
+        load_run(tmp_path / "missing")

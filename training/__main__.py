@@ -1,10 +1,11 @@
-"""Command line: ``python -m training {train,cache,evaluate} ...`` (also under torchrun).
+"""Command line: ``python -m training {train,cache,evaluate,laterality,compare} ...`` (also under torchrun).
 
     python -m training train --config training/configs/phantom-demo.json [--set key=value]... [--resume]
     torchrun --nproc_per_node 2 -m training train --config ...
     python -m training cache --config ... [--split train]      # build the sample caches only
     python -m training evaluate --model runs/phantom-demo/best --split test
     python -m training laterality --model runs/phantom-demo/best --seeds 20000:20128
+    python -m training compare runs/phantom-anatomy runs/phantom-global-clip --out docs/ablation.md
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from napari_fvlm.core.errors import FvlmInputError
 
@@ -42,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                                                         "with the CT stored in several orientations")
     laterality.add_argument("--model", required=True, help="checkpoint folder")
     laterality.add_argument("--seeds", default="20000:20128", help="phantom seed range START:STOP (held out)")
+    compare = commands.add_parser("compare", help="evaluated runs side by side (the ablation table)")
+    compare.add_argument("runs", nargs="+", help="run folders, each evaluated into RUN/eval-test")
+    compare.add_argument("--out", default=None, help="markdown file to write (default: print)")
     return parser
 
 
@@ -73,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
             start, stop = (int(v) for v in args.seeds.split(":"))
             model, _ = load_model(args.model, "auto")
             print(json.dumps(evaluate_laterality(Analyzer(model), range(start, stop)), indent=2))
+        elif args.command == "compare":
+            from .compare import comparison_table, load_run
+
+            table = comparison_table([load_run(run) for run in args.runs])
+            if args.out:
+                Path(args.out).write_text(table, encoding="utf-8")
+            print(table)
         else:
             from .evaluate import evaluate_checkpoint
 
