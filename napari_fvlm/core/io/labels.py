@@ -18,16 +18,24 @@ MAX_LABEL_VALUE = 1000
 MAX_DISTINCT_LABELS = 256
 
 
-def looks_like_labels(array: np.ndarray, header=None) -> bool:
-    """Integer volumes with few non-negative values are masks; CT (with air at -1000) never is."""
-    if header is not None and int(header.get("intent_code", 0)) == NIFTI_INTENT_LABEL:
-        return True
-    if not np.issubdtype(array.dtype, np.integer) or array.size == 0:
-        return False
-    lo, hi = int(array.min()), int(array.max())
-    if lo < 0 or hi > MAX_LABEL_VALUE or hi == 0:
-        return False
-    return int(np.count_nonzero(np.bincount(array.ravel().astype(np.int64)))) <= MAX_DISTINCT_LABELS
+def label_values(array: np.ndarray, header=None, declared: bool = False) -> np.ndarray | None:
+    """The non-zero values of a label volume, or None when ``array`` is not one, in one pass.
+
+    A volume is labels when ``declared`` (it carries label names), when its header's intent says
+    so, or when it is an integer volume with few non-negative values (CT, with air at -1000,
+    never is).
+    """
+    declared = declared or (header is not None and int(header.get("intent_code", 0)) == NIFTI_INTENT_LABEL)
+    if not declared:
+        if not np.issubdtype(array.dtype, np.integer) or array.size == 0:
+            return None
+        lo, hi = int(array.min()), int(array.max())
+        if lo < 0 or hi > MAX_LABEL_VALUE or hi == 0:
+            return None
+    present = np.flatnonzero(np.bincount(array.ravel().astype(np.int64)))
+    if not declared and present.size > MAX_DISTINCT_LABELS:
+        return None
+    return present[present != 0]
 
 
 def label_names_from_extensions(header) -> dict[int, str]:

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import FvlmInputError
 from ..geometry import reorientation_for
 from ..volume import SourceInfo, Volume
-from .labels import label_names_extension, label_names_from_extensions, looks_like_labels
+from .labels import label_names_extension, label_names_from_extensions, label_values
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _HEADER_SIZES = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
@@ -135,10 +135,10 @@ def read_nifti(path) -> Volume:
     array, canonical_affine = reorientation.to_canonical(array_xyz, affine)
     names = label_names_from_extensions(header)
     labels = None
-    if names or looks_like_labels(array, header):
+    present = label_values(array, header, declared=bool(names))
+    if present is not None:
         array = np.ascontiguousarray(array) if array.flags.writeable else array.copy()
-        present = np.flatnonzero(np.bincount(array.ravel().astype(np.int64)))
-        labels = {int(v): names.get(int(v), f"label {int(v)}") for v in present if v != 0}
+        labels = {int(v): names.get(int(v), f"label {int(v)}") for v in present}
     source = SourceInfo(path=str(path), format="nifti", affine=affine, reorientation=reorientation,
                         header=header)
     return Volume(array, canonical_affine, source, labels)
