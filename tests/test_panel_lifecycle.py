@@ -114,7 +114,7 @@ def test_closing_the_viewer_mid_run_stops_the_worker(make_napari_viewer, model, 
     closed = time.perf_counter()
     viewer.close()
     assert panel.runner.is_finished()  # the close waited for the worker
-    assert time.perf_counter() - closed < 2.5
+    assert time.perf_counter() - closed < 10  # stopped, not run out (the slow encoding lasts 30 s)
     qtbot.wait(200)  # the late outcome arrives and is dropped without touching the closed viewer
     assert panel.state.closed and panel.state.result is None
 
