@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, roc_auc_score
 
 from napari_fvlm.core.errors import FvlmInputError
-from training.compare import comparison_table, load_run
+from training.compare import comparison_table, load_run, paired_auc_difference
 from training.metrics import (
     auc, bootstrap_interval, corner_threshold, dice, fast_auc, fast_thresholded, heatmap_dice, label_metrics,
     pointing_hit, thresholded_metrics,
@@ -141,3 +141,17 @@ def test_comparison_table_rows_and_budget_check(tmp_path):
     assert "**Not comparable**: the runs differ in epochs" in comparison_table([anatomy, longer])
     with pytest.raises(FvlmInputError, match="evaluate the run first"):
         load_run(tmp_path / "missing")
+
+
+def test_paired_auc_difference_uses_the_same_resamples_for_both_runs():
+    labels = [0, 1] * 10
+    def run(flip):
+        return {"name": "r", "samples": [
+            {"id": f"phantom-{i}", "study_labels": {"cardiomegaly": y}, "labels": {"heart": {"cardiomegaly": y}},
+             "scores": {"heart": {"cardiomegaly": float(y != flip) * 0.8 + 0.1}}} for i, y in enumerate(labels)]}
+    right, wrong = run(False), run(True)
+    value, (low, high) = paired_auc_difference(right, wrong, resamples=50)
+    assert value == 1.0 and low == high == 1.0  # paired: every resample has AUC 1 vs 0
+    assert paired_auc_difference(right, right, resamples=50) == (0.0, (0.0, 0.0))
+    shifted = {"samples": right["samples"][1:]}
+    assert paired_auc_difference(right, shifted) is None

@@ -13,6 +13,8 @@ from pathlib import Path
 from napari_fvlm.core.errors import FvlmInputError
 
 from .config import TRAIN_CONFIG_FILE
+from .metrics import bootstrap_draws, fast_auc, percentile_interval
+from .protocol import Table, build_tables
 
 EVALUATION = "evaluation.json"
 SHARED = ("train_seeds", "val_seeds", "test_seeds", "epochs", "batch_size", "grad_accum", "lr", "seed",
@@ -29,7 +31,28 @@ def load_run(run: str | Path, evaluation: str = "eval-test") -> dict:
                                  f"(python -m training evaluate --model {run}/best --out {run}/{evaluation}).")
     train = json.loads(record.read_text(encoding="utf-8"))["train"]
     data = json.loads(result.read_text(encoding="utf-8"))
-    return {"name": train["name"], "train": train, "summary": data["summary"], "grounding": data["grounding"]}
+    return {"name": train["name"], "train": train, "summary": data["summary"], "grounding": data["grounding"],
+            "samples": data.get("samples", [])}
+
+
+def _mean_auc(table: Table, rows=None) -> float:
+    values = [fast_auc(*table.column(j, rows)) for j in range(len(table.names))]
+    values = [v for v in values if v == v]  # a resample with one class has no AUC
+    return sum(values) / len(values) if values else float("nan")
+
+
+def paired_auc_difference(run: dict, baseline: dict, resamples: int = 1000, seed: int = 0
+                          ) -> tuple[float, tuple[float, float]] | None:
+    """Mean study AUC of ``run`` minus ``baseline`` on the same test samples, with a paired 95%
+    bootstrap interval (each resample draws the same samples for both); None when the runs were
+    not scored on the same samples."""
+    ids = [s["id"] for s in run["samples"]]
+    if not ids or ids != [s["id"] for s in baseline["samples"]]:
+        return None
+    table, base = build_tables(run["samples"])[0], build_tables(baseline["samples"])[0]
+    draws = bootstrap_draws(len(ids), resamples, seed)
+    differences = [_mean_auc(table, rows) - _mean_auc(base, rows) for rows in draws]
+    return _mean_auc(table) - _mean_auc(base), percentile_interval(differences)
 
 
 def _arm(train: dict) -> str:
@@ -61,4 +84,10 @@ def comparison_table(runs: list[dict]) -> str:
     lines += ["", f"Shared by every run: {shared}; {runs[0]['summary']['samples']} test phantoms."]
     if differ:
         lines.append(f"**Not comparable**: the runs differ in {', '.join(differ)}.")
+    for run in runs[1:]:
+        paired = paired_auc_difference(runs[0], run)
+        if paired is not None:
+            value, (low, high) = paired
+            lines.append(f"\nStudy AUC of {runs[0]['name']} minus {run['name']}: {value:+.3f} "
+                         f"(paired bootstrap 95% CI {low:+.3f} to {high:+.3f}).")
     return "\n".join(lines) + "\n"
