@@ -5,7 +5,7 @@
     python -m training cache --config ... [--split train]      # build the sample caches only
     python -m training evaluate --model runs/phantom-demo/best --split test
     python -m training laterality --model runs/phantom-demo/best --seeds 20000:20128
-    python -m training compare runs/phantom-anatomy runs/phantom-global-clip --out docs/ablation.md
+    python -m training compare runs/phantom-anatomy runs/phantom-global-clip --out table.md
 """
 
 from __future__ import annotations
