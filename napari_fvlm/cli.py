@@ -6,11 +6,16 @@ Every refusal is one line on stderr and a non-zero exit status; no tracebacks fo
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from .core.errors import FvlmInputError
 
 EXIT_BAD_INPUT = 2
+# Commands that end with every output written and closed, and no window: their process may skip
+# the interpreter's teardown of torch and transformers (1-2 s of freeing modules, on every run).
+FAST_EXIT_COMMANDS = ("analyze", "convert-official")
 
 
 def _cmd_phantom(args) -> None:
@@ -102,5 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The installed `fvlm` command: `main`, then, for `FAST_EXIT_COMMANDS`, an exit without the
+    interpreter's teardown (streams and logs flushed first; files were closed by the command)."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in FAST_EXIT_COMMANDS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

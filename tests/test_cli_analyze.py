@@ -123,6 +123,19 @@ def test_bad_input_gives_one_line_nonzero_exit_and_writes_nothing(case, tmp_path
     assert not list(tmp_path.glob(".out_*")), "a staging folder was left behind"
 
 
+def test_the_command_process_writes_everything_before_its_fast_exit(case, tmp_path):
+    folder, model = case
+    out = tmp_path / "result"
+    result = subprocess.run([sys.executable, "-m", "napari_fvlm.cli", "analyze", str(folder / "ct.nii.gz"),
+                             "--masks", str(folder / "anatomy.nii.gz"), "--model", model, "--query", "nodule",
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("analysis of ") and result.stdout.endswith("s)\n")  # flushed
+    doc = json.loads((out / "findings.json").read_text())
+    for query in doc["queries"]:
+        assert nib.load(out / query["heatmap"]).shape == nib.load(folder / "ct.nii.gz").shape
+
+
 def test_the_installed_command_reports_bad_input_without_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "napari_fvlm.cli", "analyze", str(tmp_path / "nope.nii.gz"),
                              "--masks", str(tmp_path / "m.nii.gz"), "--out", str(tmp_path / "o")],
