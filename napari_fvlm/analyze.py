@@ -46,13 +46,16 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
     queries = [check_query(q) for q in queries]
     check_out_dir(Path(out))  # refuse before any slow work
     device = pick_device(device)
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the model loads while the CT and masks are read
-        loading = pool.submit(load_model, model, device)
+    pool = ThreadPoolExecutor(max_workers=1)  # the model loads while the CT and masks are read
+    loading = pool.submit(load_model, model, device)
+    try:
         ct = read_volume(ct_path)
         if ct.is_labels:
             raise FvlmInputError(f"{ct_path} holds labels, not a CT image; pass it with --masks.")
         labels = masks_for(ct, masks, device)
         net, folder = loading.result()
+    finally:
+        pool.shutdown(wait=False)  # a bad CT is reported at once, not after the model has loaded
     analyzer = Analyzer(net)
     encoded, analysis = analyzer.analyze(ct, labels, queries)
     heatmaps = {f"query:{i}": (g.heatmap, {"query": g.text}) for i, g in enumerate(analysis.queries)}

@@ -267,3 +267,31 @@ def test_fvlm_b_builds_on_meta_device():
     assert vision.patch_embed.weight.shape == (768, 1, 16, 16, 32)
     assert pooling.queries.shape == (4, 768) and len(pooling.projections) == 4
     assert config.anatomies == ("lung", "heart", "esophagus", "aorta")
+
+
+def test_overlapping_text_encoder_loads_stay_quiet_until_the_last_one_ends():
+    import threading
+
+    from transformers.utils import logging as hf_logging
+
+    from napari_fvlm.core.model.text import _quiet_transformers
+
+    hf_logging.enable_progress_bar()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with _quiet_transformers():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    first_in.wait(5)
+    with _quiet_transformers():
+        second_in.set()
+        first_out.wait(5)  # the first load has finished while this one still runs
+        seen.append(hf_logging.is_progress_bar_enabled())
+    thread.join(5)
+    assert seen == [False] and hf_logging.is_progress_bar_enabled()

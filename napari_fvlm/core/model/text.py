@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 from pathlib import Path
 
 import torch
@@ -49,20 +50,35 @@ def resolve_text_source(source: str | Path) -> str:
     return text
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_SAVED: list = []  # [saved settings, one None per load inside the quiet period]
+
+
 @contextlib.contextmanager
 def _quiet_transformers():
-    """Silence 'unused weights' chatter (e.g. CXR-BERT's MLM head) and progress bars."""
+    """Silence 'unused weights' chatter (e.g. CXR-BERT's MLM head) and progress bars.
+
+    transformers' verbosity is process-wide, so overlapping loads (threads) share one quiet
+    period: the first to enter saves the settings, the last to leave restores them.
+    """
     from transformers.utils import logging as hf_logging
 
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    with _QUIET_LOCK:
+        if not _QUIET_SAVED:
+            _QUIET_SAVED.append((hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()))
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        _QUIET_SAVED.append(None)
     try:
         yield
     finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
+        with _QUIET_LOCK:
+            _QUIET_SAVED.pop()
+            if len(_QUIET_SAVED) == 1:
+                level, bars = _QUIET_SAVED.pop()
+                hf_logging.set_verbosity(level)
+                if bars:
+                    hf_logging.enable_progress_bar()
 
 
 def _load_hf_config(source: str):
