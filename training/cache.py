@@ -22,6 +22,7 @@ import numpy as np
 
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.inference.preprocess import ModelInput
+from napari_fvlm.core.io.files import write_atomic
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -45,7 +46,7 @@ def cache_folder(root: str | Path, kind: str, key: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / MANIFEST
     if not manifest.exists():
-        _atomic_write_text(manifest, json.dumps(json.loads(text), indent=2))
+        write_atomic(manifest, json.dumps(json.loads(text), indent=2).encode("utf-8"))
     return folder
 
 
@@ -54,13 +55,6 @@ def preprocessing_key(model_config) -> dict[str, Any]:
     fields = ("anatomy_group_set", "anatomies", "spacing_zyx", "hu_window", "min_input_shape_zyx", "patch_zyx")
     data = model_config.to_dict()
     return {k: data[k] for k in fields}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def encode_image(image: np.ndarray, dtype: str) -> np.ndarray:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
 from ..core.errors import FvlmInputError
+from ..core.io.files import write_atomic
 from .jobs import AnalysisResult
 from .results_table import ranked_rows
 
@@ -51,20 +50,6 @@ def check_findings_folder(folder, result: AnalysisResult) -> Path:
     folder = refuse_sources(folder, source_paths(result))
     check_out_dir(folder)
     return folder
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary sibling, then rename it over ``path`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def findings_csv(scores: dict[str, dict[str, float]]) -> str:

@@ -9,8 +9,6 @@ and deflates with ISA-L too (about six times zlib's fastest level, for the same 
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 import warnings
 import zlib
 from io import BytesIO
@@ -22,6 +20,7 @@ import numpy as np
 from ..errors import FvlmInputError
 from ..geometry import reorientation_for
 from ..volume import SourceInfo, Volume
+from .files import write_atomic
 from .labels import label_names_extension, label_names_from_extensions, label_values
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -185,17 +184,5 @@ def write_nifti(volume: Volume, path, array: np.ndarray | None = None, slope: fl
     image.header.set_slope_inter(slope, 0.0)
     if volume.labels:
         image.header.extensions.append(label_names_extension(volume.labels))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     data = image.to_bytes()
-    if suffix == ".nii.gz":
-        data = _deflate(data)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, _deflate(data) if str(path).lower().endswith(".gz") else data)
