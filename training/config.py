@@ -70,7 +70,8 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     cache_text: bool = True  # cache the frozen text encoder's outputs per unique text
     num_workers: int = 0
-    in_memory: bool = True  # keep samples in memory after their first read (token masks: ~3 MB each)
+    in_memory: bool = False  # keep samples in memory after their first read (phantoms: ~6 MB each;
+    # not for CT-RATE, whose 47k prepared volumes would not fit)
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     val_every: int = 0  # validate every N steps (0: at epoch ends only)
