@@ -75,16 +75,15 @@ class CachedDataset(Dataset):
             "report": meta["report"],
         }
 
-
     def _masks(self, masks: np.ndarray) -> torch.Tensor:
         masks = torch.from_numpy(masks)
         return masks if self.patch_zyx is None else token_mask(masks, self.patch_zyx)
 
 
-def _mask_shape(image_shape, item: dict) -> list[int]:
-    """The mask shape that goes with an image shape (masks at voxel or at token resolution)."""
-    per_mask = [i // m for i, m in zip(item["image"].shape[1:], item["masks"].shape[1:])]
-    return [s // r for s, r in zip(image_shape, per_mask)]
+def _mask_shape(image_shape, image_now, mask_now) -> list[int]:
+    """The mask shape that goes with ``image_shape``, at the resolution of a mask of shape
+    ``mask_now`` beside an image of shape ``image_now`` (voxel or token masks)."""
+    return [int(s) // (i // m) for s, i, m in zip(image_shape, image_now, mask_now)]
 
 
 def collate(items: list[dict], shape: tuple[int, int, int] | None = None) -> dict:
@@ -94,7 +93,9 @@ def collate(items: list[dict], shape: tuple[int, int, int] | None = None) -> dic
     largest = np.max([item["image"].shape[1:] for item in items], axis=0)
     shape = np.maximum(largest, shape).tolist() if shape is not None else largest.tolist()
     images = torch.zeros(len(items), 1, *shape)
-    masks = torch.zeros(len(items), items[0]["masks"].shape[0], *_mask_shape(shape, items[0]), dtype=torch.bool)
+    first = items[0]
+    mask_shape = _mask_shape(shape, first["image"].shape[1:], first["masks"].shape[1:])
+    masks = torch.zeros(len(items), first["masks"].shape[0], *mask_shape, dtype=torch.bool)
     for i, item in enumerate(items):
         z, y, x = item["image"].shape[1:]
         images[i, :, :z, :y, :x] = item["image"]
@@ -118,9 +119,8 @@ def pad_batch(batch: dict, shape) -> dict:
     shape = tuple(int(s) for s in shape)
     if current == shape:
         return batch
-    ratio = [i // m for i, m in zip(current, batch["masks"].shape[2:])]
-    mask_shape = [s // r for s, r in zip(shape, ratio)]
     mask_current = batch["masks"].shape[2:]
+    mask_shape = _mask_shape(shape, current, mask_current)
 
     def padding(target, now):
         return [0, target[2] - now[2], 0, target[1] - now[1], 0, target[0] - now[0]]
