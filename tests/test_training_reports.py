@@ -75,6 +75,25 @@ def test_negated_findings_are_normal_statements_about_their_anatomy():
     assert mixed.abnormal["lung_lower_lobe_left"] and not mixed.abnormal["lung_right"]
 
 
+def test_findings_only_texts_keep_what_is_abnormal_and_template_the_rest(phantoms):
+    report = ("FINDINGS: No pleural effusion. The heart is normal in size. There is a 5 mm nodule in the RUL. "
+              "No effusion, but there is consolidation in the LLL.\n"
+              "IMPRESSION: 1. Nodule in the right upper lobe.\n2. Consolidation in the left lower lobe.")
+    kept = decompose_report(report, "fine", decomposer="lexicon-findings")
+    full = decompose_report(report, "fine")
+    assert kept.abnormal == full.abnormal  # flags come from the impression either way
+    assert kept.texts["lung_upper_lobe_right"] == "There is a 5 mm nodule in the RUL."
+    assert kept.texts["lung_lower_lobe_left"] == "No effusion, but there is consolidation in the LLL."
+    assert kept.texts["heart"] == NORMAL_TEMPLATE.format(anatomy="Heart")
+    assert kept.texts["lung_lower_lobe_right"] == NORMAL_TEMPLATE.format(anatomy="Right lower lobe")
+    assert "No pleural effusion." in full.texts["lung_lower_lobe_right"]
+    for phantom in phantoms:  # every anatomy the report calls abnormal keeps a text of its own
+        result = decompose_report(phantom.report, "fine", decomposer="lexicon-findings")
+        for name, abnormal in result.abnormal.items():
+            templated = result.texts[name].endswith("shows no significant abnormalities.")
+            assert templated != abnormal, (phantom.seed, name, result.texts[name])
+
+
 def test_sections_and_sentences():
     findings, impression = split_sections("FINDINGS: A. B 2.5 cm.\n\nIMPRESSION:\n1. One.\n2. Two.")
     assert findings == "A. B 2.5 cm." and impression.split() == ["1.", "One.", "2.", "Two."]
