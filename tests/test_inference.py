@@ -166,6 +166,11 @@ def test_zero_shot_uses_the_models_prompt_pair(model, ct_and_masks):
         seen.clear()
         zero_shot_scores(model, encoded, recording, "ct-rate")
         assert "There is cardiomegaly." in seen and "There is no cardiomegaly." in seen
+        model.config = dataclasses.replace(model.config, prompt_negative="{anatomy} shows no significant abnormalities.")
+        seen.clear()
+        scores = zero_shot_scores(model, encoded, recording, "ct-rate")
+        assert "Heart shows no significant abnormalities." in seen and "Left upper lobe shows no significant abnormalities." in seen
+        assert set(scores["heart"]) == {"cardiomegaly", "pericardial effusion", "coronary artery wall calcification"}
     finally:
         model.config = dataclasses.replace(model.config, prompt_positive="{finding}.",
                                            prompt_negative="No {finding}.")

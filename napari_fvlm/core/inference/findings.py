@@ -43,10 +43,18 @@ def findings_for(anatomy: str, finding_set: str = "ct-rate") -> tuple[str, ...]:
     return FINDING_SETS[finding_set].get(organ_of(anatomy), ())
 
 
-def prompt_pair(finding: str, positive: str, negative: str) -> tuple[str, str]:
+def anatomy_displays(group_set_name: str) -> dict[str, str]:
+    """{anatomy: display name, capitalised} of a group set, the words the normal template uses."""
+    from ..anatomy.catalog import group_set
+
+    return {g.name: g.display[:1].upper() + g.display[1:] for g in group_set(group_set_name)}
+
+
+def prompt_pair(finding: str, positive: str, negative: str, anatomy: str = "") -> tuple[str, str]:
     """(positive, negative) prompt texts from the model config's templates, capitalised like
-    report sentences."""
+    report sentences. Templates may name ``{finding}`` and ``{anatomy}`` (the anatomy's display
+    name, as in the training texts' normal template "{anatomy} shows no significant abnormalities.")."""
     def fill(template: str) -> str:
-        text = template.format(finding=finding)
+        text = template.format(finding=finding, anatomy=anatomy)
         return text[:1].upper() + text[1:]
     return fill(positive), fill(negative)

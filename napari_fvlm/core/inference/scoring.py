@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .encoding import EncodedCT
-from .findings import findings_for, prompt_pair
+from .findings import anatomy_displays, findings_for, prompt_pair
 
 
 def zero_shot_scores(model, encoded: EncodedCT, text_embeddings, finding_set: str = "ct-rate"
@@ -16,7 +16,9 @@ def zero_shot_scores(model, encoded: EncodedCT, text_embeddings, finding_set: st
     """
     wanted = {name: findings_for(name, finding_set) for name in encoded.anatomies}
     templates = (model.config.prompt_positive, model.config.prompt_negative)
-    pair = {f: prompt_pair(f, *templates) for findings in wanted.values() for f in findings}
+    displays = anatomy_displays(model.config.anatomy_group_set)
+    pair = {(a, f): prompt_pair(f, *templates, displays.get(a, a)) for a, findings in wanted.items()
+            for f in findings}
     prompts = sorted({p for both in pair.values() for p in both})
     if not prompts:
         return {}
@@ -28,7 +30,7 @@ def zero_shot_scores(model, encoded: EncodedCT, text_embeddings, finding_set: st
         if not findings:
             continue
         image = encoded.embeddings[anatomy].to(text.device)
-        pairs = torch.tensor([[row[p] for p in pair[f]] for f in findings], device=text.device)
+        pairs = torch.tensor([[row[p] for p in pair[anatomy, f]] for f in findings], device=text.device)
         logits = (text[pairs] @ image) * scale  # (F, 2)
         probability = torch.softmax(logits.float(), dim=-1)[:, 0]
         scores[anatomy] = {f: round(float(p), 6) for f, p in zip(findings, probability)}
