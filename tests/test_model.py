@@ -295,3 +295,19 @@ def test_overlapping_text_encoder_loads_stay_quiet_until_the_last_one_ends():
         seen.append(hf_logging.is_progress_bar_enabled())
     thread.join(5)
     assert seen == [False] and hf_logging.is_progress_bar_enabled()
+
+
+def test_conv_stem_keeps_the_token_grid_and_trains():
+    config = ModelConfig.from_dict({**DEMO.to_dict(), "stem_kind": "conv", "stem_channels": 8})
+    torch.manual_seed(0)
+    vision = VisionTransformer3d(config)
+    for shape in [(17, 33, 40), (64, 128, 144), (31, 47, 95)]:
+        levels, grid = vision(torch.rand(1, 1, *shape))
+        assert grid == tuple(token_mask(torch.ones(shape), config.patch_zyx).shape)
+        assert levels[-1].shape == (1, math.prod(grid), config.width)
+    strides = [m.stride for m in vision.patch_embed if isinstance(m, torch.nn.Conv3d)]
+    assert strides == [(2, 2, 2), (2, 2, 2), (1, 2, 2), (2, 2, 2)]  # 8 x 16 x 16 voxels per token
+    levels[-1].sum().backward()
+    assert all(p.grad is not None for p in vision.patch_embed.parameters())
+    with pytest.raises(FvlmInputError, match="stem_kind"):
+        ModelConfig.from_dict({**DEMO.to_dict(), "stem_kind": "resnet"})

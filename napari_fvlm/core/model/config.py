@@ -53,7 +53,8 @@ class ModelConfig:
     pool_heads: int = 4
     embed_dim: int = 256
     dropout: float = 0.0
-    stem_channels: int = 0  # 0: one linear patch embedding (the reference); > 0: a max-pool stem
+    stem_channels: int = 0  # 0: one linear patch embedding (the reference); > 0: a stem (see vision.py)
+    stem_kind: str = "maxpool"  # with stem_channels: "maxpool" (one layer) or "conv" (strided convolutions)
     temperature_init: float = 0.07
     temperature_bounds: tuple[float, float] = (0.001, 0.5)
     prompt_positive: str = "{finding}."  # zero-shot prompt pair (METHOD.md); a trained model keeps
@@ -90,10 +91,13 @@ class ModelConfig:
             problems.append("temperature_init must lie inside temperature_bounds (both > 0)")
         if len(self.hu_window) != 2 or self.hu_window[0] >= self.hu_window[1]:
             problems.append("hu_window must be (low, high) with low < high")
-        if any("{finding}" not in p for p in (self.prompt_positive, self.prompt_negative)):
-            problems.append("prompt_positive and prompt_negative must contain '{finding}'")
+        if "{finding}" not in self.prompt_positive or not any(
+                key in self.prompt_negative for key in ("{finding}", "{anatomy}")):
+            problems.append("prompt_positive must contain '{finding}', prompt_negative '{finding}' or '{anatomy}'")
         if self.stem_channels < 0 or (self.stem_channels and any(p % 4 for p in self.patch_zyx)):
             problems.append("stem_channels must be 0, or > 0 with every patch size divisible by 4")
+        if self.stem_kind not in ("maxpool", "conv"):
+            problems.append("stem_kind must be 'maxpool' or 'conv'")
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must be in [0, 1)")
         if self.config_version > CONFIG_VERSION:

@@ -100,6 +100,23 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def conv_stem(patch_zyx: Grid, channels: int, width: int) -> nn.Sequential:
+    """Strided 3 x 3 x 3 convolutions (GroupNorm, GELU), channels doubling from ``channels``, each
+    halving every axis with more than 2 voxels of patch left, then one ``width`` embedding of the
+    2 x 2 x 2 (or less) that is left. Sees shape, not only brightness: a round nodule and a vessel
+    crossing the slice differ only over a few voxels in 3D. A stride-2 kernel of 3 still reads
+    every voxel, so a small spot is never skipped."""
+    remaining, layers, inputs, outputs = list(patch_zyx), [], 1, channels
+    while max(remaining) > 2:
+        stride = tuple(2 if r > 2 else 1 for r in remaining)
+        layers += [nn.Conv3d(inputs, outputs, kernel_size=3, stride=stride, padding=1),
+                   nn.GroupNorm(min(8, outputs), outputs), nn.GELU()]
+        remaining = [r // s for r, s in zip(remaining, stride)]
+        inputs, outputs = outputs, outputs * 2
+    layers.append(nn.Conv3d(inputs, width, kernel_size=tuple(remaining), stride=tuple(remaining)))
+    return nn.Sequential(*layers)
+
+
 def max_pool_stem(patch_zyx: Grid, channels: int, width: int) -> nn.Sequential:
     """Sub-patch embedding (patch / 4) -> GELU -> 2x max pool -> 2x embedding to ``width``."""
     sub = tuple(p // 4 for p in patch_zyx)
@@ -117,7 +134,8 @@ class VisionTransformer3d(nn.Module):
         self.tap_blocks = tuple(config.tap_blocks)
         width = config.width
         if config.stem_channels:
-            self.patch_embed = max_pool_stem(self.patch_zyx, config.stem_channels, width)
+            stem = conv_stem if config.stem_kind == "conv" else max_pool_stem
+            self.patch_embed = stem(self.patch_zyx, config.stem_channels, width)
         else:
             self.patch_embed = nn.Conv3d(1, width, kernel_size=self.patch_zyx, stride=self.patch_zyx)
         tokens = self.grid_zyx[0] * self.grid_zyx[1] * self.grid_zyx[2]
@@ -150,7 +168,8 @@ class VisionTransformer3d(nn.Module):
                 f"Input {tuple(images.shape[2:])} (z, y, x) is smaller than one patch {self.patch_zyx}; "
                 "pad the crop to the model's minimum input shape."
             )
-        tokens = self.patch_embed(images.to(self.pos_embed.dtype))
+        whole = [s - s % p for s, p in zip(images.shape[2:], self.patch_zyx)]  # the floor rule
+        tokens = self.patch_embed(images[..., :whole[0], :whole[1], :whole[2]].to(self.pos_embed.dtype))
         grid = tuple(tokens.shape[2:])
         tokens = tokens.flatten(2).transpose(1, 2)
         x = self.pos_drop(tokens + interpolate_position_embedding(self.pos_embed, self.grid_zyx, grid))
