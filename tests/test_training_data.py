@@ -108,6 +108,7 @@ def test_phantom_split_is_cached_once_and_collated_with_padding(tmp_path, monkey
     token_batch = collate([tokens[0], tokens[1]])
     assert torch.equal(token_batch["masks"], token_mask(batch["masks"].flatten(0, 1), patch).view_as(token_batch["masks"]))
     assert torch.equal(token_batch["images"], batch["images"]) and tokens[0] is tokens[0]
+    assert tokens[0]["image"].dtype == torch.float16  # a float16 cache is kept as float16, exactly
     padded = pad_batch(token_batch, [s + p for s, p in zip(shape, patch)])
     assert tuple(padded["masks"].shape[2:]) == tuple(s // p + 1 for s, p in zip(shape, patch))
 

@@ -31,7 +31,8 @@ class CachedDataset(Dataset):
     With ``patch_zyx`` the masks come at token resolution (A, Z/pz, Y/py, X/px), pooled as the
     model pools them (`token_mask`): the model only ever sees token masks, and a sample's token
     masks are ~2,000 times smaller than its voxel masks. With ``in_memory`` each sample is read
-    from disk once and then kept (what makes epochs after the first cost compute only).
+    from disk once and then kept (what makes epochs after the first cost compute only), its image
+    as float16 when that is exact.
     """
 
     def __init__(self, paths: list[Path], anatomies, exclude_cut: bool = False,
@@ -55,7 +56,7 @@ class CachedDataset(Dataset):
             return self.kept[index]
         item = self._read(index)
         if self.kept is not None:
-            self.kept[index] = item
+            item = self.kept[index] = {**item, "image": _compact(item["image"])}
         return item
 
     def _read(self, index: int) -> dict:
@@ -78,6 +79,13 @@ class CachedDataset(Dataset):
     def _masks(self, masks: np.ndarray) -> torch.Tensor:
         masks = torch.from_numpy(masks)
         return masks if self.patch_zyx is None else token_mask(masks, self.patch_zyx)
+
+
+def _compact(image: torch.Tensor) -> torch.Tensor:
+    """The image as float16 when that is exact (a float16 cache), halving what in-memory training
+    keeps; collate turns it back into float32."""
+    half = image.half()
+    return half if torch.equal(half.float(), image) else image
 
 
 def _mask_shape(image_shape, image_now, mask_now) -> list[int]:
