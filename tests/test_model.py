@@ -219,6 +219,25 @@ def test_text_encoder_offline_minilm(demo_model):
         demo_model.encode_text("cardiomegaly")
 
 
+def test_text_inference_copy_is_bfloat16_only_where_the_cpu_has_it(demo_model, monkeypatch):
+    import napari_fvlm.core.model.text as text_module
+
+    texts = ["nodule in the left lower lobe", "fluid around the heart", "Heart shows no significant abnormalities."]
+    with torch.inference_mode():
+        reference = demo_model.encode_text(texts)
+    monkeypatch.setattr(text_module, "native_bfloat16_cpu", lambda: False)
+    assert demo_model.text.inference_copy() is demo_model.text  # emulated bfloat16 would be slower
+    monkeypatch.setattr(text_module, "native_bfloat16_cpu", lambda: True)
+    fast = demo_model.text.inference_copy()
+    assert fast is not demo_model.text and fast.frozen
+    assert next(fast.model.parameters()).dtype == torch.bfloat16
+    assert next(demo_model.text.model.parameters()).dtype == torch.float32  # the model is untouched
+    with torch.inference_mode():
+        embedded = fast(texts)
+    assert embedded.dtype == torch.float32
+    assert ((embedded * reference).sum(dim=1) > 0.999).all()
+
+
 def test_text_encoder_loads_custom_bert_config_without_remote_code(tmp_path):
     """CXR-BERT's hub config names custom code; it must load as a plain BERT."""
     from safetensors.torch import load_file, save_file

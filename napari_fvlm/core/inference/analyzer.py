@@ -43,6 +43,7 @@ class Analyzer:
         self.name = name or model.config.name
         self._encoded: OrderedDict[object, EncodedCT] = OrderedDict()
         self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_encoder = None  # made at the first text: see TextEncoder.inference_copy
         self._lock = threading.Lock()
 
     @property
@@ -50,11 +51,15 @@ class Analyzer:
         return self.model.config
 
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """(T, D) embeddings, computed once per distinct text."""
+        """(T, D) embeddings, computed once per distinct text. The model is not trained while an
+        Analyzer answers with it: texts go through the text encoder's inference copy."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
         if missing:
+            if self._text_encoder is None:
+                self.model.encode_text([])  # a clear error when the model has no text encoder
+                self._text_encoder = self.model.text.inference_copy()
             with torch.inference_mode():
-                new = self.model.encode_text(missing).float()
+                new = self._text_encoder(missing).float()
             for text, row in zip(missing, new):
                 self._texts[text] = row
             while len(self._texts) > MAX_CACHED_TEXTS:
