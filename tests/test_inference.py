@@ -158,19 +158,16 @@ def test_zero_shot_uses_the_models_prompt_pair(model, ct_and_masks):
         return analyzer.text_embeddings(texts)
     from napari_fvlm.core.inference.scoring import zero_shot_scores
 
-    zero_shot_scores(model, encoded, recording, "ct-rate")
-    assert "Cardiomegaly." in seen and "No cardiomegaly." in seen
-    model.config = dataclasses.replace(model.config, prompt_positive="There is {finding}.",
+    original = model.config
+    scores = zero_shot_scores(model, encoded, recording, "ct-rate")  # the demo pair: "{finding}." / "{anatomy} shows ..."
+    assert "Cardiomegaly." in seen and "Heart shows no significant abnormalities." in seen
+    assert "Left upper lobe shows no significant abnormalities." in seen
+    assert set(scores["heart"]) == {"cardiomegaly", "pericardial effusion", "coronary artery wall calcification"}
+    model.config = dataclasses.replace(original, prompt_positive="There is {finding}.",
                                        prompt_negative="There is no {finding}.")
     try:
         seen.clear()
         zero_shot_scores(model, encoded, recording, "ct-rate")
         assert "There is cardiomegaly." in seen and "There is no cardiomegaly." in seen
-        model.config = dataclasses.replace(model.config, prompt_negative="{anatomy} shows no significant abnormalities.")
-        seen.clear()
-        scores = zero_shot_scores(model, encoded, recording, "ct-rate")
-        assert "Heart shows no significant abnormalities." in seen and "Left upper lobe shows no significant abnormalities." in seen
-        assert set(scores["heart"]) == {"cardiomegaly", "pericardial effusion", "coronary artery wall calcification"}
     finally:
-        model.config = dataclasses.replace(model.config, prompt_positive="{finding}.",
-                                           prompt_negative="No {finding}.")
+        model.config = original

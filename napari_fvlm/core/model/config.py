@@ -174,9 +174,10 @@ PRESETS: dict[str, ModelConfig] = {
     "demo": ModelConfig(
         name="demo", anatomy_group_set="fine", anatomies=_FINE_ANATOMIES,
         spacing_zyx=(5.0, 3.0, 3.0), min_input_shape_zyx=(64, 128, 128), patch_zyx=(8, 16, 16),
-        width=192, depth=4, heads=4, tap_blocks=(1, 2, 3), stem_channels=64,
+        width=192, depth=4, heads=4, tap_blocks=(1, 2, 3), stem_channels=16, stem_kind="conv",
         text_encoder="sentence-transformers/all-MiniLM-L6-v2", text_pooling="mean",
         text_max_length=128, text_in_checkpoint=False,
+        prompt_negative="{anatomy} shows no significant abnormalities.",
     ),
 }
 
