@@ -105,3 +105,16 @@ def test_resume_continues_exactly(cache_dir, tmp_path):
     rows_b = list(csv.DictReader(open(resumed / "metrics.csv")))
     assert [(r["step"], r["loss"], r["val_loss"]) for r in rows_a] == [(r["step"], r["loss"], r["val_loss"]) for r in rows_b]
     assert not math.isnan(float(rows_a[-1]["val_loss"]))
+
+
+def test_text_cache_holds_the_encoders_own_features_whatever_the_batch(cache_dir):
+    config = load_config(TINY, [f"cache_dir={cache_dir}"])
+    encoder = build_models(config)[0].text.eval()
+    short, long = "Cardiomegaly.", "A moderate amount of right pleural fluid is present in the lower lobe."
+    cache = TextFeatureCache(encoder)
+    cache.prefill([long, short])  # one chunk: the short text is padded to the long one
+    alone = TextFeatureCache(encoder).features([short])
+    assert torch.allclose(cache.features([short]), alone, atol=1e-5)
+    with torch.no_grad():
+        projected = torch.nn.functional.normalize(encoder.proj(cache.features([short, long])), dim=-1)
+        assert torch.allclose(projected, encoder([short, long]), atol=1e-6)

@@ -25,9 +25,8 @@ TEXT_CHUNK = 64
 class TextFeatureCache:
     """The frozen text transformer's pooled output per unique text (before the trained projection).
 
-    With a frozen encoder only ``text.proj`` trains, so each text's transformer pass is done once.
-    The pooled features are read from the projection's input (a forward hook), so the encoder's
-    own tokenisation and pooling are used unchanged. Fill it once with every text of a run
+    With a frozen encoder only ``text.proj`` trains, so each text's transformer pass is done once
+    (`TextEncoder.pooled_features`: the encoder's own tokenisation and pooling). Fill it once with every text of a run
     (`prefill`, sorted, fixed chunks): features then never depend on which texts shared a batch,
     which keeps resumed runs bit-identical.
     """
@@ -40,16 +39,10 @@ class TextFeatureCache:
         self._compute(sorted(set(texts) - set(self.store)))
 
     def _compute(self, texts: list[str]) -> None:
-        captured: list[torch.Tensor] = []
-        hook = self.encoder.proj.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
-        try:
-            with torch.no_grad():
-                for start in range(0, len(texts), TEXT_CHUNK):
-                    self.encoder(texts[start:start + TEXT_CHUNK])
-        finally:
-            hook.remove()
-        rows = [row for chunk in captured for row in chunk.float()]
-        self.store.update(zip(texts, rows))
+        with torch.no_grad():
+            chunks = [self.encoder.pooled_features(texts[start:start + TEXT_CHUNK])
+                      for start in range(0, len(texts), TEXT_CHUNK)]
+        self.store.update(zip(texts, [row for chunk in chunks for row in chunk]))
 
     def features(self, texts: list[str]) -> torch.Tensor:
         missing = [t for t in dict.fromkeys(texts) if t not in self.store]

@@ -191,19 +191,22 @@ class TextEncoder(nn.Module):
         self.tokenizer.save_pretrained(str(folder))
         self.model.config.save_pretrained(str(folder))
 
-    def forward(self, texts: list[str]) -> torch.Tensor:
-        """Texts -> (T, embed_dim) L2-normalised embeddings; padding is per batch (longest text)."""
+    def pooled_features(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> (T, hidden) pooled transformer outputs, float32, before the projection;
+        padding is per batch (longest text)."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise FvlmInputError("The text encoder takes a list of strings.")
         device = self.proj.weight.device
         if not texts:
-            return torch.zeros(0, self.proj.out_features, device=device)
+            return torch.zeros(0, self.hidden_size, device=device)
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt").to(device)
         hidden = self.model(**batch).last_hidden_state.float()
         if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        return F.normalize(self.proj(pooled).float(), dim=-1)
+            return hidden[:, 0]
+        weights = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> (T, embed_dim) L2-normalised embeddings."""
+        return F.normalize(self.proj(self.pooled_features(texts)).float(), dim=-1)
