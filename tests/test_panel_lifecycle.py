@@ -96,6 +96,27 @@ def test_the_window_never_stalls_while_the_analysis_runs(make_napari_viewer, mod
     print(f"longest GUI gap during the analysis: {gaps.max() * 1000:.0f} ms over {len(gaps)} ticks")
 
 
+def test_a_labels_layer_with_its_own_numbering_keeps_its_values_in_the_anatomy_list(
+        make_napari_viewer, model, qtbot):
+    ct, masks = synthetic_ct_and_masks()
+    renumber = {total_id: n + 1 for n, total_id in enumerate(sorted(masks.labels))}  # 1, 2, ... by name
+    lut = np.zeros(256, np.uint8)
+    lut[list(renumber)] = list(renumber.values())
+    own = Volume(lut[masks.array], masks.affine, labels={renumber[i]: name for i, name in masks.labels.items()})
+    viewer, panel = open_panel(make_napari_viewer, ct=ct, masks=own)
+    start(panel, model)
+    qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)
+    assert panel.state.result is not None, panel.view.status.text()
+    listed = {panel.view.anatomy.view.item(r).text() for r in range(panel.view.anatomy.view.count())}
+    assert {"heart", "aorta", "liver"} <= listed
+    heart = renumber[TOTAL_CLASS_IDS["heart"]]
+    assert heart != TOTAL_CLASS_IDS["heart"]
+    panel.view.anatomy.set_visible(heart, False)  # hides the layer's own value for the heart
+    layer = viewer.layers["masks"]
+    alpha = layer.colormap.map(np.array([heart, renumber[TOTAL_CLASS_IDS["aorta"]]], layer.data.dtype))[:, 3]
+    assert alpha[0] == 0 and alpha[1] > 0
+
+
 def test_analyze_twice_is_refused_politely(make_napari_viewer, model, slow_encoding, qtbot):
     viewer, panel = open_panel(make_napari_viewer)
     start(panel, model)

@@ -136,10 +136,11 @@ class FvlmPanel(QWidget):
     def _show_anatomy(self, result) -> None:
         source = result.request.anatomy
         layer = self.wiring.find(source.layer) if source.kind == "labels" else None
+        shown = source.labels if layer is not None else result.labels  # the layer's own label values
         if layer is None:
             layer = self.wiring.show_anatomy(result.labels, f"{result.request.ct_name} anatomy")
         self.state.anatomy_layer = layer.name
-        self.view.anatomy.set_labels(self.wiring.label_names(layer))
+        self.view.anatomy.set_labels(shown.labels or {})  # named when read: no rescan on the GUI thread
 
     # --- findings and queries -------------------------------------------------------------------
     def show_finding(self, anatomy: str, finding: str) -> None:
