@@ -181,14 +181,9 @@ def lexicon_decomposition(findings: str, impression: str, groups: Sequence[Anato
         for part in _abnormal_parts(sentence):
             for name in sentence_anatomies(part, groups) or sentence_anatomies(sentence, groups):
                 abnormal[name] = True
-    texts = {g.name: " ".join(per_anatomy[g.name]) or NORMAL_TEMPLATE.format(anatomy=_display(g))
+    texts = {g.name: " ".join(per_anatomy[g.name]) or NORMAL_TEMPLATE.format(anatomy=g.sentence_start)
              for g in groups}
     return Decomposition(texts, abnormal, per_anatomy, unassigned)
-
-
-def _display(group: AnatomyGroup) -> str:
-    text = group.display
-    return text[:1].upper() + text[1:]
 
 
 register_decomposer("lexicon", lexicon_decomposition)

@@ -26,9 +26,9 @@ class TextFeatureCache:
     """The frozen text transformer's pooled output per unique text (before the trained projection).
 
     With a frozen encoder only ``text.proj`` trains, so each text's transformer pass is done once
-    (`TextEncoder.pooled_features`: the encoder's own tokenisation and pooling). Fill it once with every text of a run
-    (`prefill`, sorted, fixed chunks): features then never depend on which texts shared a batch,
-    which keeps resumed runs bit-identical.
+    (`TextEncoder.pooled_features`: the encoder's own tokenisation and pooling). Fill it once with
+    every text of a run (`prefill`, sorted, fixed chunks): features then never depend on which
+    texts shared a batch, which keeps resumed runs bit-identical.
     """
 
     def __init__(self, text_encoder) -> None:

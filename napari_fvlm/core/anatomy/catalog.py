@@ -35,6 +35,11 @@ class AnatomyGroup:
         if not self.display:
             object.__setattr__(self, "display", self.name.replace("_", " "))
 
+    @property
+    def sentence_start(self) -> str:
+        """The display name opening a sentence ("Right lower lobe"), as report templates use it."""
+        return self.display[:1].upper() + self.display[1:]
+
 
 def _group(name: str, classes: tuple[str, ...], side: str | None = None, display: str = "") -> AnatomyGroup:
     return AnatomyGroup(name, tuple(TOTAL_CLASS_IDS[c] for c in classes), side, display)

@@ -47,7 +47,7 @@ def anatomy_displays(group_set_name: str) -> dict[str, str]:
     """{anatomy: display name, capitalised} of a group set, the words the normal template uses."""
     from ..anatomy.catalog import group_set
 
-    return {g.name: g.display[:1].upper() + g.display[1:] for g in group_set(group_set_name)}
+    return {g.name: g.sentence_start for g in group_set(group_set_name)}
 
 
 def prompt_pair(finding: str, positive: str, negative: str, anatomy: str = "") -> tuple[str, str]:
