@@ -331,3 +331,25 @@ def test_conv_stem_keeps_the_token_grid_and_trains():
     assert all(p.grad is not None for p in vision.patch_embed.parameters())
     with pytest.raises(FvlmInputError, match="stem_kind"):
         ModelConfig.from_dict({**DEMO.to_dict(), "stem_kind": "resnet"})
+
+
+def test_a_sample_in_a_padded_batch_is_encoded_as_if_alone():
+    config = ModelConfig.from_dict({**DEMO.to_dict(), "depth": 2, "tap_blocks": [1]})
+    torch.manual_seed(0)
+    vision = VisionTransformer3d(config).eval()
+    small, large = torch.rand(1, 1, 16, 32, 32), torch.rand(1, 1, 24, 32, 48)
+    batch = torch.zeros(2, 1, 24, 32, 48)
+    batch[0, :, :16, :32, :32], batch[1] = small[0], large[0]
+    with torch.no_grad():
+        alone, grid = vision(small)
+        padded, batch_grid = vision(batch, shapes=[(16, 32, 32), (24, 32, 48)])
+        ignored, _ = vision(batch)  # without shapes the stem, positions and attention see the padding
+        large_alone, _ = vision(large)
+    own = torch.zeros(batch_grid, dtype=torch.bool)
+    own[:grid[0], :grid[1], :grid[2]] = True
+    for level_alone, level_padded, level_ignored in zip(alone, padded, ignored):
+        assert torch.allclose(level_padded[0, own.flatten()], level_alone[0], atol=1e-5)
+        assert not torch.allclose(level_ignored[0, own.flatten()], level_alone[0], atol=1e-3)
+    assert torch.allclose(padded[-1][1], large_alone[-1][0], atol=1e-5)
+    with pytest.raises(FvlmInputError, match="do not fit"):
+        vision(small, shapes=[(24, 32, 48)])

@@ -107,15 +107,6 @@ def gather(tensor: torch.Tensor, processes: Processes) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def max_over_processes(values: list[int], processes: Processes) -> list[int]:
-    """Element-wise maximum of a small list of integers over processes."""
-    if not processes.distributed:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.int64, device=processes.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=processes.feature_group)
-    return [int(v) for v in tensor.tolist()]
-
-
 def mean_over_processes(value: float, processes: Processes) -> float:
     if not processes.distributed:
         return value

@@ -97,7 +97,8 @@ def _mask_shape(image_shape, image_now, mask_now) -> list[int]:
 def collate(items: list[dict], shape: tuple[int, int, int] | None = None) -> dict:
     """Stack samples, padding images with 0 and masks with False to the batch's largest shape
     (or to ``shape``, when that is larger in every axis). Images are whole patches, so padding
-    token masks the same way gives exactly the token masks of the padded voxel masks."""
+    token masks the same way gives exactly the token masks of the padded voxel masks; "shapes"
+    keeps each image's own shape, so the model encodes each sample as if it were alone."""
     largest = np.max([item["image"].shape[1:] for item in items], axis=0)
     shape = np.maximum(largest, shape).tolist() if shape is not None else largest.tolist()
     images = torch.zeros(len(items), 1, *shape)
@@ -112,6 +113,7 @@ def collate(items: list[dict], shape: tuple[int, int, int] | None = None) -> dic
     return {
         "ids": [item["id"] for item in items],
         "images": images,
+        "shapes": torch.tensor([list(item["image"].shape[1:]) for item in items]),  # each image's own
         "masks": masks,
         "include": torch.stack([item["include"] for item in items]),
         "normal": torch.stack([item["normal"] for item in items]),
@@ -119,23 +121,6 @@ def collate(items: list[dict], shape: tuple[int, int, int] | None = None) -> dic
         "texts": [item["texts"] for item in items],
         "reports": [item["report"] for item in items],
     }
-
-
-def pad_batch(batch: dict, shape) -> dict:
-    """A collated batch padded further (image 0, masks False) to ``shape`` (z, y, x)."""
-    current = tuple(batch["images"].shape[2:])
-    shape = tuple(int(s) for s in shape)
-    if current == shape:
-        return batch
-    mask_current = batch["masks"].shape[2:]
-    mask_shape = _mask_shape(shape, current, mask_current)
-
-    def padding(target, now):
-        return [0, target[2] - now[2], 0, target[1] - now[1], 0, target[0] - now[0]]
-
-    images = torch.nn.functional.pad(batch["images"], padding(shape, current), value=0.0)
-    masks = torch.nn.functional.pad(batch["masks"], padding(mask_shape, mask_current), value=False)
-    return {**batch, "images": images, "masks": masks}
 
 
 def epoch_batches(count: int, batch_size: int, world: int, rank: int, epoch: int, seed: int) -> list[list[int]]:

@@ -85,14 +85,14 @@ class TrainModule(nn.Module):
         return embedded[torch.tensor([position[t] for t in texts], device=embedded.device)]
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, texts: list[list[str]],
-                reports: list[str] | None = None) -> list[Features]:
+                reports: list[str] | None = None, shapes=None) -> list[Features]:
         batch, count = masks.shape[:2]
         outputs = []
         for index, model in enumerate(self.models):
             token_masks = {a: masks[:, i] for i, a in enumerate(self.anatomies)}
             if masks.shape[2:] == images.shape[2:]:  # voxel masks; a token-mask dataset pooled them already
                 token_masks = model.token_masks(token_masks)
-            out = model(images, token_masks)
+            out = model(images, token_masks, shapes=shapes)
             image = torch.stack([out.embeddings[a] for a in self.anatomies], dim=1)
             valid = torch.stack([out.valid[a] for a in self.anatomies], dim=1)
             text = self.encode_texts(index, [t for row in texts for t in row]).view(batch, count, -1)

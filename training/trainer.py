@@ -22,9 +22,9 @@ from napari_fvlm.core.model.fvlm import autocast_dtype, build_model
 
 from .config import TrainConfig, run_record, save_run_record
 from .datasets import prepare_split
-from .distributed import (Processes, barrier, max_over_processes, mean_over_processes, setup_processes,
+from .distributed import (Processes, barrier, mean_over_processes, setup_processes,
                           teardown_processes)
-from .loader import CachedDataset, batch_loader, collate, epoch_batches, pad_batch, steps_per_epoch
+from .loader import CachedDataset, batch_loader, collate, epoch_batches, steps_per_epoch
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .runlog import MetricsLog
 from .state import latest_checkpoint, load_training_state, save_training_state
@@ -65,10 +65,8 @@ def _texts_of(dataset: CachedDataset) -> set[str]:
 
 
 def _to_device(batch: dict, processes: Processes) -> dict:
-    """The batch on the device, padded to the largest shape of the global batch: a sample's tokens
-    (padding tokens take part in attention) then do not depend on how the global batch is split
-    over processes, which keeps N-process training equal to one process."""
-    batch = pad_batch(batch, max_over_processes(list(batch["images"].shape[2:]), processes))
+    """The batch on the device. Padding needs no care: the model encodes each sample on its own
+    shape ("shapes"), so a sample's features do not depend on the batch or process it lands in."""
     return {k: v.to(processes.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
@@ -92,7 +90,8 @@ def validation_loss(module: TrainModule, dataset: CachedDataset, config: TrainCo
         for batch in batch_loader(dataset, batches, config.num_workers):
             batch = _to_device(batch, processes)
             with _autocast(config, processes.device):
-                outputs = module(batch["images"], batch["masks"], batch["texts"], _reports(batch, config))
+                outputs = module(batch["images"], batch["masks"], batch["texts"], _reports(batch, config),
+                                 batch["shapes"])
             loss, _ = batch_loss(outputs, batch, module.anatomies, config, processes)
             losses.append(float(loss) / len(module.models))
     module.train()
@@ -193,7 +192,8 @@ def _train(config: TrainConfig, processes: Processes, resume: bool, stop_after: 
             sync = wrapped.no_sync() if processes.distributed and not last_micro else contextlib.nullcontext()
             with sync:
                 with _autocast(config, processes.device):
-                    outputs = wrapped(batch["images"], batch["masks"], batch["texts"], _reports(batch, config))
+                    outputs = wrapped(batch["images"], batch["masks"], batch["texts"], _reports(batch, config),
+                                      batch["shapes"])
                 loss, _ = batch_loss(outputs, batch, module.anatomies, config, processes)
                 scaler.scale(loss / config.grad_accum).backward()
             progress["batch"] += 1

@@ -57,11 +57,12 @@ class FvlmModel(nn.Module):
         low, high = self.config.temperature_bounds
         return self.log_temperature.exp().clamp(low, high)
 
-    def encode_image(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Grid]:
-        """(B, 1, Z, Y, X) float in [0, 1] -> (token levels, each (B, N, width); grid (Zt, Yt, Xt))."""
+    def encode_image(self, images: torch.Tensor, shapes=None) -> tuple[list[torch.Tensor], Grid]:
+        """(B, 1, Z, Y, X) float in [0, 1] -> (token levels, each (B, N, width); grid (Zt, Yt, Xt)).
+        ``shapes``: each image's own (z, y, x) in a padded batch (see `VisionTransformer3d`)."""
         if not torch.is_tensor(images) or not images.is_floating_point():
             raise FvlmInputError("encode_image takes a float tensor scaled to [0, 1] (HU window applied).")
-        return self.vision(images.to(self.device))
+        return self.vision(images.to(self.device), shapes)
 
     def token_masks(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Boolean anatomy masks at input resolution -> token masks (max pooling to the grid)."""
@@ -83,8 +84,8 @@ class FvlmModel(nn.Module):
         return self.text(texts)
 
     def forward(self, images: torch.Tensor, token_masks: dict[str, torch.Tensor],
-                texts: list[str] | None = None) -> FvlmOutput:
-        levels, grid = self.encode_image(images)
+                texts: list[str] | None = None, shapes=None) -> FvlmOutput:
+        levels, grid = self.encode_image(images, shapes)
         embeddings, valid = self.pool(levels, grid, token_masks)
         text_embeddings = self.encode_text(texts) if texts is not None else None
         return FvlmOutput(embeddings, valid, text_embeddings)

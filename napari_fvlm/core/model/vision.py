@@ -64,12 +64,14 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """``keys``: (B, N) bool, the tokens that may be attended to (None: all)."""
         batch, tokens, width = x.shape
         # Fused qkv layout: [q | k | v], each split into heads (the common ViT layout).
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         drop = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=drop)
+        mask = keys[:, None, None, :] if keys is not None else None
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=drop)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))
 
 
@@ -95,8 +97,8 @@ class Block(nn.Module):
         self.mlp = Mlp(width, width * mlp_ratio, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), keys))
         return x + self.mlp(self.norm2(x))
 
 
@@ -157,8 +159,13 @@ class VisionTransformer3d(nn.Module):
             if isinstance(module, nn.Conv3d):
                 nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], Grid]:
-        """Images (B, 1, Z, Y, X) -> (levels: list of (B, N, width), token grid (Zt, Yt, Xt))."""
+    def forward(self, images: torch.Tensor, shapes=None) -> tuple[list[torch.Tensor], Grid]:
+        """Images (B, 1, Z, Y, X) -> (levels: list of (B, N, width), token grid (Zt, Yt, Xt)).
+
+        ``shapes`` (B x (z, y, x), optional): each image's own shape inside a batch padded at the
+        far end. A sample's tokens are then exactly those it has alone: its stem and position
+        embedding see its own grid, and padding tokens are never attended to.
+        """
         if images.ndim != 5 or images.shape[1] != 1:
             raise FvlmInputError(
                 f"The image encoder takes a (batch, 1, z, y, x) tensor, got shape {tuple(images.shape)}."
@@ -168,15 +175,37 @@ class VisionTransformer3d(nn.Module):
                 f"Input {tuple(images.shape[2:])} (z, y, x) is smaller than one patch {self.patch_zyx}; "
                 "pad the crop to the model's minimum input shape."
             )
-        whole = [s - s % p for s, p in zip(images.shape[2:], self.patch_zyx)]  # the floor rule
-        tokens = self.patch_embed(images[..., :whole[0], :whole[1], :whole[2]].to(self.pos_embed.dtype))
-        grid = tuple(tokens.shape[2:])
-        tokens = tokens.flatten(2).transpose(1, 2)
-        x = self.pos_drop(tokens + interpolate_position_embedding(self.pos_embed, self.grid_zyx, grid))
+        grid = self.token_grid(images.shape[2:])
+        grids = [grid] * images.shape[0] if shapes is None else [self.token_grid(s) for s in shapes]
+        if len(grids) != images.shape[0] or any(g > b for own in grids for g, b in zip(own, grid)):
+            raise FvlmInputError(f"shapes {[tuple(map(int, s)) for s in shapes]} do not fit the batch "
+                                 f"{tuple(images.shape[2:])}: one shape per image, none larger than the batch.")
+        if all(own == grid for own in grids):
+            x, keys = self._embed(images, grid), None
+        else:
+            keys = torch.zeros(images.shape[0], *grid, dtype=torch.bool, device=images.device)
+            rows = []
+            for b, own in enumerate(grids):
+                keys[(b, *(slice(0, g) for g in own))] = True
+                volume = self._embed(images[b:b + 1], own).transpose(1, 2).reshape(1, -1, *own)
+                padding = [0, grid[2] - own[2], 0, grid[1] - own[1], 0, grid[0] - own[0]]
+                rows.append(F.pad(volume, padding).flatten(2).transpose(1, 2))
+            x, keys = torch.cat(rows), keys.flatten(1)
         levels = []
         for number, block in enumerate(self.blocks, start=1):
-            x = block(x)
+            x = block(x, keys)
             if number in self.tap_blocks:
                 levels.append(x)
         levels.append(self.norm(x))
         return levels, grid
+
+    def token_grid(self, shape) -> Grid:
+        """The token grid of an image shape (whole patches only: the floor rule)."""
+        return tuple(int(s) // p for s, p in zip(shape, self.patch_zyx))
+
+    def _embed(self, images: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """Patch embedding + position embedding of the whole patches of ``grid``: (B, N, width)."""
+        whole = [g * p for g, p in zip(grid, self.patch_zyx)]
+        tokens = self.patch_embed(images[..., :whole[0], :whole[1], :whole[2]].to(self.pos_embed.dtype))
+        tokens = tokens.flatten(2).transpose(1, 2)
+        return self.pos_drop(tokens + interpolate_position_embedding(self.pos_embed, self.grid_zyx, grid))
