@@ -1,7 +1,7 @@
 """Can a small per-voxel detector learn the focal phantom findings on this CPU budget?
 
     .venv/bin/python scripts/detector_probe.py --config training/configs/phantom-anatomy.json \
-        --steps 400 [--pool lse] [--windows] --out runs/detector-probe
+        --steps 900 --pool lse --windows --out runs/detector-probe
 
 A diagnostic, not a model the plugin uses (results: docs/model-card.md, "Limitations"). A fully
 convolutional 3D network maps the prepared image to one logit map per phantom finding on a grid
