@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 STRIDE = (2, 4, 4)
-HU_WINDOW = (-1150.0, 350.0)
 WINDOWS = ((-1000.0, -920.0), (-700.0, -300.0), (-50.0, 100.0), (150.0, 650.0))  # emphysema,
 # ground glass, soft tissue (nodule, consolidation, liver lesion), calcification
 LSE_OFFSET = float(np.log(1000.0))  # a lung holds a few thousand places: start near a mean
@@ -46,11 +46,11 @@ def detector(findings: int, width: int, channels: int = 1) -> nn.Sequential:
 class Probe:
     """The detector plus the (anatomy, finding) pairs it is trained and scored on."""
 
-    def __init__(self, anatomies: list[str], width: int, top: int, pool: str, windows=()) -> None:
+    def __init__(self, model_config, width: int, top: int, pool: str, windows=()) -> None:
         from napari_fvlm.core.inference.findings import findings_for
 
-        self.anatomies = anatomies
-        self.pairs = {a: findings_for(a, "phantom") for a in anatomies}
+        self.pairs = {a: findings_for(a, "phantom") for a in model_config.anatomies}
+        self.hu_window = model_config.hu_window
         self.findings = sorted({f for fs in self.pairs.values() for f in fs})
         self.windows = windows
         self.net = detector(len(self.findings), width, 1 + len(windows))
@@ -58,8 +58,9 @@ class Probe:
 
     def maps(self, images: torch.Tensor) -> torch.Tensor:
         channels = [images - 0.5]
+        low_all, high_all = self.hu_window
+        hu = images * (high_all - low_all) + low_all
         for low, high in self.windows:  # HU windows of the input, as a radiologist would set
-            hu = images * (HU_WINDOW[1] - HU_WINDOW[0]) + HU_WINDOW[0]
             channels.append(((hu - low) / (high - low)).clamp(0, 1) - 0.5)
         return self.net(torch.stack(channels, 1))  # (B, F, Zt, Yt, Xt)
 
@@ -68,17 +69,18 @@ class Probe:
 
         return token_mask(torch.from_numpy(masks), STRIDE)  # (A, Zt, Yt, Xt)
 
-    def pooled(self, maps: torch.Tensor, masks: torch.Tensor, anatomy: int, finding: int) -> torch.Tensor:
-        inside = maps[finding][masks[anatomy]]
+    def pooled(self, maps: torch.Tensor, mask: torch.Tensor, finding: str) -> torch.Tensor:
+        """The anatomy's score for ``finding``: its logits inside the token ``mask``, pooled."""
+        inside = maps[self.findings.index(finding)][mask]
         if self.pool == "lse":  # grows with the number of abnormal places, like a count
             return torch.logsumexp(inside, 0) - LSE_OFFSET
         return inside.topk(min(self.top, inside.numel())).values.mean()
 
 
-def load(paths, limit=None):
+def load(paths):
     from training.cache import read_sample
 
-    return [read_sample(p) for p in paths[:limit]]
+    return [read_sample(p) for p in paths]
 
 
 def padded(images: list[np.ndarray]) -> torch.Tensor:
@@ -100,40 +102,33 @@ def loss_of(probe: Probe, samples) -> torch.Tensor:
             if not sample.meta["present"][anatomy] or not masks[a].any():
                 continue
             for finding in probe.pairs.get(anatomy, ()):
-                logits.append(probe.pooled(own, masks, a, probe.findings.index(finding)))
+                logits.append(probe.pooled(own, masks[a], finding))
                 targets.append(float(sample.meta["labels"][anatomy][finding]))
     return F.binary_cross_entropy_with_logits(torch.stack(logits), torch.tensor(targets))
 
 
 def scorer(probe: Probe):
     """The `training.evaluate.Scorer` of the probe: anatomy scores and lesion grounding."""
-    from napari_fvlm.core.model.pooling import token_mask
-
-    from training.metrics import heatmap_dice, pointing_hit
+    from training.evaluate import ground_lesions
 
     @torch.no_grad()
     def score(sample) -> dict:
         maps = probe.maps(torch.from_numpy(sample.image)[None])[0]
         masks = probe.token_masks(sample.masks)
-        index = {a: i for i, a in enumerate(sample.meta["anatomies"])}
+        by_name = {a: masks[i] for i, a in enumerate(sample.meta["anatomies"])}
         scores = {}
         for anatomy, findings in probe.pairs.items():
-            a = index[anatomy]
-            if sample.meta["present"][anatomy] and masks[a].any():
-                scores[anatomy] = {f: float(torch.sigmoid(probe.pooled(maps, masks, a, probe.findings.index(f))))
+            if sample.meta["present"][anatomy] and by_name[anatomy].any():
+                scores[anatomy] = {f: float(torch.sigmoid(probe.pooled(maps, by_name[anatomy], f)))
                                    for f in findings}
-        grounding = []
-        for label, finding in sample.meta.get("lesion_findings", {}).items():
-            candidates = [a for a in sample.meta["lesion_anatomies"].get(label, [])
-                          if a in scores and finding in scores[a]]
-            target = token_mask(sample.lesions == int(label), STRIDE).numpy()
-            if not candidates or not target.any():
-                continue
-            anatomy = min(candidates, key=lambda a: int(masks[index[a]].sum()))
+
+        def heatmap_of(anatomy: str, finding: str) -> np.ndarray:
             heatmap = torch.sigmoid(maps[probe.findings.index(finding)]).numpy().astype(float)
-            heatmap[~masks[index[anatomy]].numpy()] = np.nan
-            grounding.append({"lesion": int(label), "finding": finding, "anatomy": anatomy,
-                              "hit": pointing_hit(heatmap, target), "dice": heatmap_dice(heatmap, target)})
+            heatmap[~by_name[anatomy].numpy()] = np.nan
+            return heatmap
+
+        grounding = ground_lesions(sample, STRIDE, by_name,
+                                   lambda a, f: a in scores and f in scores[a], heatmap_of)
         return {"scores": scores, "grounding": grounding}
 
     return score
@@ -161,7 +156,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     config = load_config(args.config, [])
     train = load(prepare_split(config, "train"))
-    probe = Probe(list(config.model_config().anatomies), args.width, args.top, args.pool,
+    probe = Probe(config.model_config(), args.width, args.top, args.pool,
                   WINDOWS if args.windows else ())
     optimizer = torch.optim.AdamW(probe.net.parameters(), lr=args.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps, pct_start=0.1)
@@ -177,7 +172,7 @@ def main() -> None:
         schedule.step()
         if step % 10 == 0:
             print(f"step {step} loss {loss.item():.4f} {time.perf_counter() - start:.0f} s", flush=True)
-    torch.save(probe.net.state_dict(), out / "detector.pt")
+    save_file(probe.net.state_dict(), out / "detector.safetensors")
     probe.net.eval()
     results = run_protocol(score_split(prepare_split(config, "val"), scorer(probe)),
                            score_split(prepare_split(config, "test"), scorer(probe)))

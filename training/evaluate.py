@@ -38,33 +38,44 @@ def prepared_input(sample: CachedSample):
     return ModelInput(sample.image, masks, sample.affine, dict(meta["cut"]), list(meta["absent"]))
 
 
+def ground_lesions(sample: CachedSample, patch_zyx, token_masks, scored, heatmap_of) -> list[dict]:
+    """Pointing game and Dice of each lesion of ``sample``: the heatmap of its finding over the
+    smallest anatomy holding it that ``scored(anatomy, finding)`` accepts, against the lesion's
+    token mask (``patch_zyx`` voxels per token). ``token_masks[anatomy]`` gives the anatomy's
+    token mask, ``heatmap_of(anatomy, finding)`` its heatmap (NaN outside the anatomy)."""
+    from napari_fvlm.core.model.pooling import token_mask
+
+    from .metrics import heatmap_dice, pointing_hit
+
+    rows = []
+    for label, finding in sample.meta.get("lesion_findings", {}).items():
+        candidates = [a for a in sample.meta["lesion_anatomies"].get(label, []) if scored(a, finding)]
+        target = token_mask(sample.lesions == int(label), patch_zyx).numpy()
+        if not candidates or not target.any():
+            continue  # not scored for this finding set, or smaller than one token
+        anatomy = min(candidates, key=lambda a: int(token_masks[a].sum()))
+        heatmap = heatmap_of(anatomy, finding)
+        rows.append({"lesion": int(label), "finding": finding, "anatomy": anatomy,
+                     "hit": pointing_hit(heatmap, target), "dice": heatmap_dice(heatmap, target)})
+    return rows
+
+
 def engine_scorer(model, finding_set: str, heatmaps: bool = True) -> Scorer:
     """Scores (and lesion grounding) from the inference engine's `Analyzer`."""
     from napari_fvlm.core.inference.analyzer import Analyzer
     from napari_fvlm.core.inference.encoding import encode_ct
     from napari_fvlm.core.inference.findings import findings_for
-    from napari_fvlm.core.model.pooling import token_mask
-
-    from .metrics import heatmap_dice, pointing_hit
 
     analyzer = Analyzer(model, finding_set=finding_set)
 
     def score(sample: CachedSample) -> dict:
         encoded = encode_ct(model, prepared_input(sample))
         result = {"scores": analyzer.scores(encoded), "grounding": []}
-        if not heatmaps:
-            return result
-        for label, finding in sample.meta.get("lesion_findings", {}).items():
-            candidates = [a for a in sample.meta["lesion_anatomies"].get(label, [])
-                          if a in encoded.embeddings and finding in findings_for(a, finding_set)]
-            target = token_mask(sample.lesions == int(label), model.config.patch_zyx).numpy()
-            if not candidates or not target.any():
-                continue  # not scored for this finding set, or smaller than one token
-            anatomy = min(candidates, key=lambda a: int(encoded.token_masks[a].sum()))
-            heatmap = analyzer.finding_heatmap(encoded, anatomy, finding)
-            result["grounding"].append({"lesion": int(label), "finding": finding, "anatomy": anatomy,
-                                        "hit": pointing_hit(heatmap.values, target),
-                                        "dice": heatmap_dice(heatmap.values, target)})
+        if heatmaps:
+            result["grounding"] = ground_lesions(
+                sample, model.config.patch_zyx, encoded.token_masks,
+                lambda a, f: a in encoded.embeddings and f in findings_for(a, finding_set),
+                lambda a, f: analyzer.finding_heatmap(encoded, a, f).values)
         return result
 
     return score
