@@ -64,6 +64,7 @@ class TrainConfig:
     anatomy_reduction: str = "sum"
     exclude_cut: bool = False  # leave anatomies touching the scan's edge out of the loss (see docs)
     co_teaching_alpha: float = 0.0  # > 0 trains a peer model and mixes its similarities in
+    aux_bce_weight: float = 0.0  # > 0 adds BCE of each (anatomy, finding) prompt pair's logit vs the labels
     # machinery
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -102,6 +103,8 @@ class TrainConfig:
             problems.append(f"anatomy_reduction must be one of {REDUCTIONS}")
         if self.image_dtype not in ("float16", "uint8"):
             problems.append("image_dtype must be 'float16' or 'uint8'")
+        if self.aux_bce_weight < 0:
+            problems.append("aux_bce_weight must be >= 0")
         if not 0.0 <= self.co_teaching_alpha < 1.0:
             problems.append("co_teaching_alpha must be in [0, 1)")
         if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
@@ -112,6 +115,11 @@ class TrainConfig:
             problems.append("ct_rate_val_fraction must be in [0, 1)")
         if problems:
             raise FvlmInputError(f"Invalid training config '{self.name}': " + "; ".join(problems) + ".")
+
+    @property
+    def finding_set(self) -> str:
+        """The findings this experiment's labels name."""
+        return "phantom" if self.dataset == "phantom" else "ct-rate"
 
     def model_config(self) -> ModelConfig:
         """The model preset with this experiment's overrides applied."""

@@ -143,7 +143,7 @@ def evaluate_checkpoint(model_dir: str | Path, split: str = "test", out: str | P
     model_dir = Path(model_dir)
     config = checkpoint_train_config(model_dir, overrides)
     model = load_checkpoint(model_dir)
-    finding_set = "phantom" if config.dataset == "phantom" else "ct-rate"
+    finding_set = config.finding_set
     scorer = scorer_factory(model, finding_set)
     val_results = score_split(prepare_split(config, "val", progress=progress), scorer, progress)
     test_results = val_results if split == "val" else score_split(

@@ -18,6 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 from napari_fvlm.core.model.pooling import token_mask
 
 from .cache import read_sample
+from napari_fvlm.core.model.focal import focal_inputs
+
+from .focal_cache import read_channels
 
 
 def text_id(text: str) -> int:
@@ -36,12 +39,15 @@ class CachedDataset(Dataset):
     """
 
     def __init__(self, paths: list[Path], anatomies, exclude_cut: bool = False,
-                 patch_zyx: tuple[int, int, int] | None = None, in_memory: bool = False) -> None:
+                 patch_zyx: tuple[int, int, int] | None = None, in_memory: bool = False,
+                 focal_config=None, label_slots=()) -> None:
         self.paths = list(paths)
         self.anatomies = list(anatomies)
         self.exclude_cut = exclude_cut
         self.patch_zyx = tuple(patch_zyx) if patch_zyx is not None else None
         self.kept: dict[int, dict] | None = {} if in_memory else None
+        self.focal_config = focal_config  # a model config with a focal branch: add its channels
+        self.label_slots = list(label_slots)  # (anatomy, finding): labels for the auxiliary loss
 
     def include(self, meta: dict) -> list[bool]:
         """Anatomies this sample takes part in the loss for: present (and, if asked, not cut)."""
@@ -65,7 +71,14 @@ class CachedDataset(Dataset):
         if meta["anatomies"] != self.anatomies:
             raise ValueError(f"{self.paths[index]} was cached for other anatomies; clear the cache.")
         texts = [meta["texts"][a] for a in self.anatomies]
-        return {
+        extra = {}
+        if self.focal_config is not None:  # the voxels inside the anatomies, at full resolution
+            channels = read_channels(self.paths[index], self.focal_config, sample.image)
+            extra["focal"] = focal_inputs(torch.from_numpy(channels), torch.from_numpy(sample.masks))
+        if self.label_slots:
+            labels = meta.get("labels", {})
+            extra["labels"] = torch.tensor([labels.get(a, {}).get(f, -1) for a, f in self.label_slots])
+        return {**extra,
             "id": meta["id"],
             "image": torch.from_numpy(sample.image)[None],
             "masks": self._masks(sample.masks),
@@ -98,7 +111,8 @@ def collate(items: list[dict], shape: tuple[int, int, int] | None = None) -> dic
     """Stack samples, padding images with 0 and masks with False to the batch's largest shape
     (or to ``shape``, when that is larger in every axis). Images are whole patches, so padding
     token masks the same way gives exactly the token masks of the padded voxel masks; "shapes"
-    keeps each image's own shape, so the model encodes each sample as if it were alone."""
+    keeps each image's own shape, so the model encodes each sample as if it were alone. Focal
+    inputs stay a list (each sample's own voxels); auxiliary labels are stacked (-1: unknown)."""
     largest = np.max([item["image"].shape[1:] for item in items], axis=0)
     shape = np.maximum(largest, shape).tolist() if shape is not None else largest.tolist()
     images = torch.zeros(len(items), 1, *shape)
@@ -110,7 +124,12 @@ def collate(items: list[dict], shape: tuple[int, int, int] | None = None) -> dic
         images[i, :, :z, :y, :x] = item["image"]
         mz, my, mx = item["masks"].shape[1:]
         masks[i, :, :mz, :my, :mx] = item["masks"]
-    return {
+    extra = {}
+    if "focal" in first:  # per sample (voxels (M, C), masks (A, M)): nothing to pad
+        extra["focal"] = [item["focal"] for item in items]
+    if "labels" in first:
+        extra["labels"] = torch.stack([item["labels"] for item in items])
+    return {**extra,
         "ids": [item["id"] for item in items],
         "images": images,
         "shapes": torch.tensor([list(item["image"].shape[1:]) for item in items]),  # each image's own

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from napari_fvlm.core.errors import FvlmInputError
+from napari_fvlm.core.inference.findings import label_slots
 from napari_fvlm.core.model.checkpoint import save_checkpoint
 from napari_fvlm.core.model.fvlm import autocast_dtype, build_model
 
@@ -91,7 +92,7 @@ def validation_loss(module: TrainModule, dataset: CachedDataset, config: TrainCo
             batch = _to_device(batch, processes)
             with _autocast(config, processes.device):
                 outputs = module(batch["images"], batch["masks"], batch["texts"], _reports(batch, config),
-                                 batch["shapes"])
+                                 batch["shapes"], batch.get("focal"))
             loss, _ = batch_loss(outputs, batch, module.anatomies, config, processes)
             losses.append(float(loss) / len(module.models))
     module.train()
@@ -124,8 +125,12 @@ def _train(config: TrainConfig, processes: Processes, resume: bool, stop_after: 
     paths = {split: prepare_split(config, split, processes.rank, processes.world, config.num_workers, show)
              for split in ("train", "val")}
     barrier(processes)
+    slots = label_slots(model_config, config.finding_set) if config.aux_bce_weight > 0 else []
+    focal = model_config if model_config.focal else None
     train_set, val_set = (CachedDataset(paths[split], model_config.anatomies, config.exclude_cut,
-                                        patch_zyx=model_config.patch_zyx, in_memory=config.in_memory)
+                                        patch_zyx=model_config.patch_zyx,
+                                        in_memory=config.in_memory and not focal, focal_config=focal,
+                                        label_slots=slots)
                           for split in ("train", "val"))
     per_epoch = steps_per_epoch(len(train_set), config.batch_size, processes.world, config.grad_accum)
     if per_epoch == 0:
@@ -139,7 +144,9 @@ def _train(config: TrainConfig, processes: Processes, resume: bool, stop_after: 
         shared = TextFeatureCache(models[0].text)  # frozen pretrained encoders: the same for a peer
         shared.prefill(_texts_of(train_set) | _texts_of(val_set))
         caches = [shared] * len(models)
-    module = TrainModule(models, caches).to(processes.device)
+    module = TrainModule(models, caches, slots).to(processes.device)
+    if caches is not None:
+        caches[0].prefill(module.prompt_texts())
     optimizer = build_optimizer(module, config)
     dtype = autocast_dtype(processes.device) if config.amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
@@ -193,7 +200,7 @@ def _train(config: TrainConfig, processes: Processes, resume: bool, stop_after: 
             with sync:
                 with _autocast(config, processes.device):
                     outputs = wrapped(batch["images"], batch["masks"], batch["texts"], _reports(batch, config),
-                                      batch["shapes"])
+                                      batch["shapes"], batch.get("focal"))
                 loss, _ = batch_loss(outputs, batch, module.anatomies, config, processes)
                 scaler.scale(loss / config.grad_accum).backward()
             progress["batch"] += 1

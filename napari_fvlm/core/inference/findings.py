@@ -58,3 +58,15 @@ def prompt_pair(finding: str, positive: str, negative: str, anatomy: str = "") -
         text = template.format(finding=finding, anatomy=anatomy)
         return text[:1].upper() + text[1:]
     return fill(positive), fill(negative)
+
+
+def finding_prompts(config, anatomy: str, finding: str) -> tuple[str, str]:
+    """The (positive, negative) prompts a model config scores ``finding`` on ``anatomy`` with:
+    the one rule for scores, heatmaps and training's auxiliary labels."""
+    display = anatomy_displays(config.anatomy_group_set).get(anatomy, anatomy)
+    return prompt_pair(finding, config.prompt_positive, config.prompt_negative, display)
+
+
+def label_slots(config, finding_set: str) -> list[tuple[str, str]]:
+    """Every (anatomy, finding) a model config scores in a finding set, in anatomy order."""
+    return [(a, f) for a in config.anatomies for f in findings_for(a, finding_set)]

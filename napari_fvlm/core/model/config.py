@@ -57,6 +57,14 @@ class ModelConfig:
     stem_kind: str = "maxpool"  # with stem_channels: "maxpool" (one layer) or "conv" (strided convolutions)
     temperature_init: float = 0.07
     temperature_bounds: tuple[float, float] = (0.001, 0.5)
+    # The fine focal branch (focal.py); focal_features 0: none. Extra HU windows and blob filters
+    # (channel -1: the model's window, i: the i-th extra window; sigma mm; polarity +1 bright)
+    # make its fixed input channels (inference/filters.py).
+    input_windows: tuple[tuple[float, float], ...] = ()
+    focal_blobs: tuple[tuple[float, float, float], ...] = ()
+    focal_smooth_mm: float = 4.0
+    focal_hidden: int = 32
+    focal_features: int = 0
     prompt_positive: str = "{finding}."  # zero-shot prompt pair (METHOD.md); a trained model keeps
     prompt_negative: str = "No {finding}."  # the wording it was evaluated with
     config_version: int = CONFIG_VERSION
@@ -64,6 +72,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         for key in _TUPLE_FIELDS:  # JSON gives lists; keep the dataclass hashable and immutable
             object.__setattr__(self, key, tuple(getattr(self, key)))
+        for key in ("input_windows", "focal_blobs"):
+            object.__setattr__(self, key, tuple(tuple(float(v) for v in item) for item in getattr(self, key)))
         self._validate()
 
     def _validate(self) -> None:
@@ -98,6 +108,7 @@ class ModelConfig:
             problems.append("stem_channels must be 0, or > 0 with every patch size divisible by 4")
         if self.stem_kind not in ("maxpool", "conv"):
             problems.append("stem_kind must be 'maxpool' or 'conv'")
+        problems += self._focal_problems()
         if not 0.0 <= self.dropout < 1.0:
             problems.append("dropout must be in [0, 1)")
         if self.config_version > CONFIG_VERSION:
@@ -107,6 +118,25 @@ class ModelConfig:
             )
         if problems:
             raise FvlmInputError(f"Invalid fVLM model config '{self.name}': " + "; ".join(problems) + ".")
+
+    def _focal_problems(self) -> list[str]:
+        problems = []
+        low, high = self.hu_window
+        if any(len(w) != 2 or not low <= w[0] < w[1] <= high for w in self.input_windows):
+            problems.append(f"input_windows must be (low, high) HU pairs inside hu_window {self.hu_window}")
+        if any(len(b) != 3 or not -1 <= b[0] < len(self.input_windows) or b[0] != int(b[0]) or b[1] <= 0
+               or b[2] not in (-1, 1) for b in self.focal_blobs):
+            problems.append("focal_blobs must be (channel -1..windows-1, sigma mm > 0, polarity 1 or -1) triples")
+        if self.focal_features < 0 or self.focal_hidden < 1 or self.focal_smooth_mm <= 0:
+            problems.append("focal_features must be >= 0, focal_hidden >= 1 and focal_smooth_mm > 0")
+        if self.focal_features and not self.input_windows:
+            problems.append("a focal branch (focal_features > 0) needs input_windows")
+        return problems
+
+    @property
+    def focal(self) -> bool:
+        """Whether the model has the fine focal branch."""
+        return self.focal_features > 0
 
     @property
     def position_grid_zyx(self) -> tuple[int, int, int]:
@@ -178,6 +208,10 @@ PRESETS: dict[str, ModelConfig] = {
         text_encoder="sentence-transformers/all-MiniLM-L6-v2", text_pooling="mean",
         text_max_length=128, text_in_checkpoint=False,
         prompt_negative="{anatomy} shows no significant abnormalities.",
+        # lung, parenchyma, soft tissue, calcium; bright blobs at 3 and 6 mm (nodules), dark ones
+        # at 3 mm in the lung window (emphysema) and 5 mm in the soft-tissue window (liver lesions)
+        input_windows=((-1000.0, -750.0), (-900.0, -300.0), (-50.0, 150.0), (130.0, 350.0)),
+        focal_blobs=((-1, 3.0, 1), (-1, 6.0, 1), (0, 3.0, -1), (2, 5.0, -1)), focal_hidden=16, focal_features=8,
     ),
 }
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.model.config import ModelConfig
+from napari_fvlm.core.model.focal import FocalBranch
 from napari_fvlm.core.model.pooling import AnatomyPooling, token_mask
 from napari_fvlm.core.model.text import TextEncoder
 from napari_fvlm.core.model.vision import VisionTransformer3d
@@ -32,7 +33,8 @@ class FvlmModel(nn.Module):
     """Anatomy-level CLIP: per-anatomy image embeddings contrasted with sentence embeddings.
 
     Parameter names (the checkpoint format): ``vision.*``, ``pooling.*``, ``text.model.*`` (the
-    transformers encoder), ``text.proj.*`` and ``log_temperature``.
+    transformers encoder), ``text.proj.*``, ``log_temperature`` and, with the fine focal branch,
+    ``focal.*``.
     """
 
     def __init__(self, config: ModelConfig, text: TextEncoder | None) -> None:
@@ -40,6 +42,11 @@ class FvlmModel(nn.Module):
         self.config = config
         self.vision = VisionTransformer3d(config)
         self.pooling = AnatomyPooling(config)
+        self.focal = None
+        if config.focal:
+            from napari_fvlm.core.inference.filters import focal_channel_count
+
+            self.focal = FocalBranch(focal_channel_count(config), config.focal_hidden, config.focal_features)
         self.text = text
         self.log_temperature = nn.Parameter(torch.tensor(math.log(config.temperature_init)))
 
@@ -68,14 +75,28 @@ class FvlmModel(nn.Module):
         """Boolean anatomy masks at input resolution -> token masks (max pooling to the grid)."""
         return {name: token_mask(mask, self.config.patch_zyx).to(self.device) for name, mask in masks.items()}
 
-    def pool(self, levels: list[torch.Tensor], grid: Grid, token_masks: dict[str, torch.Tensor]
+    def pool(self, levels: list[torch.Tensor], grid: Grid, token_masks: dict[str, torch.Tensor],
+             focal: dict[str, torch.Tensor] | None = None
              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """{anatomy: (B, D) L2-normalised}, {anatomy: (B,) bool valid}; see `AnatomyPooling`."""
-        return self.pooling(levels, grid, token_masks)
+        """{anatomy: (B, D) L2-normalised}, {anatomy: (B,) bool valid}; see `AnatomyPooling`.
+        ``focal``: the pooled focal features of a focal model (`pool_focal`)."""
+        return self.pooling(levels, grid, token_masks, focal)
 
-    def dense_embeddings(self, levels: list[torch.Tensor], anatomy: str) -> torch.Tensor:
+    def pool_focal(self, focal: list | None, names) -> dict[str, torch.Tensor] | None:
+        """{anatomy: (B, 2F)} pooled focal features; ``focal``: per sample (voxels (M, C), masks
+        (A, M)) from `focal.focal_inputs`, mask rows in the order of ``names``. None for a model
+        without the focal branch."""
+        if self.focal is None:
+            return None
+        if focal is None:
+            raise FvlmInputError("This model has a focal branch: it needs the focal channels and voxel masks.")
+        pooled = self.focal([(v.to(self.device), m.to(self.device)) for v, m in focal])
+        return {name: pooled[:, i] for i, name in enumerate(names)}
+
+    def dense_embeddings(self, levels: list[torch.Tensor], anatomy: str,
+                         focal: torch.Tensor | None = None) -> torch.Tensor:
         """Per-token embeddings (B, N, D) in ``anatomy``'s space, for heatmaps (see pooling.py)."""
-        return self.pooling.dense_embeddings(levels, anatomy)
+        return self.pooling.dense_embeddings(levels, anatomy, focal)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Sentences -> (T, D) L2-normalised embeddings."""
@@ -84,9 +105,11 @@ class FvlmModel(nn.Module):
         return self.text(texts)
 
     def forward(self, images: torch.Tensor, token_masks: dict[str, torch.Tensor],
-                texts: list[str] | None = None, shapes=None) -> FvlmOutput:
+                texts: list[str] | None = None, shapes=None, focal: list | None = None) -> FvlmOutput:
+        """``focal``: a focal model's inputs per sample (see `pool_focal`), masks in token_masks' order."""
         levels, grid = self.encode_image(images, shapes)
-        embeddings, valid = self.pool(levels, grid, token_masks)
+        focal = self.pool_focal(focal, list(token_masks))
+        embeddings, valid = self.pool(levels, grid, token_masks, focal)
         text_embeddings = self.encode_text(texts) if texts is not None else None
         return FvlmOutput(embeddings, valid, text_embeddings)
 

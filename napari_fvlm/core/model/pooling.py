@@ -3,6 +3,8 @@
 A learnable query per anatomy attends, through ONE multi-head attention shared by all anatomies,
 to that anatomy's tokens taken from every tapped level; a per-anatomy linear projection and L2
 normalisation follow. Keys and values are projected once and shared by all anatomy queries.
+With the fine focal branch (focal.py) each anatomy's pooled focal features join the attention
+output before its projection.
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ class AnatomyPooling(nn.Module):
         self.queries = nn.Parameter(torch.zeros(len(self.anatomies), config.width))
         nn.init.trunc_normal_(self.queries, std=0.02)
         self.attn = SharedAnatomyAttention(config.width, config.pool_heads, config.dropout)
-        self.projections = nn.ModuleList(nn.Linear(config.width, config.embed_dim) for _ in self.anatomies)
+        self.focal_size = 2 * config.focal_features
+        self.projections = nn.ModuleList(nn.Linear(config.width + self.focal_size, config.embed_dim)
+                                         for _ in self.anatomies)
 
     def anatomy_index(self, anatomy: str) -> int:
         if anatomy not in self.anatomies:
@@ -89,12 +93,16 @@ class AnatomyPooling(nn.Module):
         return self.anatomies.index(anatomy)
 
     def forward(
-        self, levels: list[torch.Tensor], grid: tuple[int, int, int], token_masks: dict[str, torch.Tensor]
+        self, levels: list[torch.Tensor], grid: tuple[int, int, int], token_masks: dict[str, torch.Tensor],
+        focal: dict[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Embeddings {anatomy: (B, D)} (L2-normalised) and valid flags {anatomy: (B,) bool}.
 
         An anatomy without tokens in a sample gets valid False and a zero embedding there.
+        ``focal``: {anatomy: (B, 2F)} pooled focal features, required when the model has them.
         """
+        if self.focal_size and (focal is None or set(focal) < set(token_masks)):
+            raise ValueError("This model has a focal branch: pass each anatomy's pooled focal features.")
         if not token_masks:
             return {}, {}
         batch, tokens_per_level, _ = levels[0].shape
@@ -118,27 +126,39 @@ class AnatomyPooling(nn.Module):
         pooled = self.attn(self.queries[indices], tokens, allowed)  # (B, A, C)
         embeddings, flags = {}, {}
         for slot, (name, index) in enumerate(zip(names, indices)):
-            embedding = F.normalize(self.projections[index](pooled[:, slot]).float(), dim=-1)
+            joined = pooled[:, slot]
+            if self.focal_size:
+                joined = torch.cat([joined, focal[name].to(joined.dtype)], dim=-1)
+            embedding = F.normalize(self.projections[index](joined).float(), dim=-1)
             embeddings[name] = embedding * valid[:, slot, None]
             flags[name] = valid[:, slot]
         return embeddings, flags
 
-    def dense_embeddings(self, levels: list[torch.Tensor], anatomy: str) -> torch.Tensor:
+    def dense_embeddings(self, levels: list[torch.Tensor], anatomy: str,
+                         focal: torch.Tensor | None = None) -> torch.Tensor:
         """Per-token embeddings (B, N, D) in the anatomy's embedding space, for heatmaps.
 
         MaskCLIP-style dense features: for each head the pooled output is a convex combination of
         the tokens' value vectors, so the pooled embedding (before normalisation) is a weighted
         mix of exactly these per-token vectors. A token's dense embedding is what the anatomy
         embedding would be if the attention put all its weight on that token, spread evenly over
-        the token's copies in the tapped levels (the mean of the levels, by linearity).
+        the token's copies in the tapped levels (the mean of the levels, by linearity). A focal
+        model joins the anatomy's pooled focal features ``focal`` (B, 2F) to every token.
         """
-        return self.project_dense(self.value_tokens(levels), anatomy)
+        return self.project_dense(self.value_tokens(levels), anatomy, focal)
 
     def value_tokens(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """The anatomy-independent part of the dense embeddings, (B, N, width): compute it once."""
         return self.attn.value_path(torch.stack(levels, dim=0).mean(dim=0))
 
-    def project_dense(self, value_tokens: torch.Tensor, anatomy: str) -> torch.Tensor:
-        """Dense embeddings (B, N, D) of one anatomy from `value_tokens`."""
+    def project_dense(self, value_tokens: torch.Tensor, anatomy: str,
+                      focal: torch.Tensor | None = None) -> torch.Tensor:
+        """Dense embeddings (B, N, D) of one anatomy from `value_tokens` (and its pooled focal
+        features (B, 2F), for a focal model)."""
+        if self.focal_size:
+            if focal is None:
+                raise ValueError("This model has a focal branch: pass the anatomy's pooled focal features.")
+            value_tokens = torch.cat([value_tokens, focal[:, None].expand(-1, value_tokens.shape[1], -1)
+                                      .to(value_tokens.dtype)], dim=-1)
         dense = self.projections[self.anatomy_index(anatomy)](value_tokens)
         return F.normalize(dense.float(), dim=-1)
