@@ -127,7 +127,7 @@ def scorer(probe: Probe):
             heatmap[~by_name[anatomy].numpy()] = np.nan
             return heatmap
 
-        grounding = ground_lesions(sample, STRIDE, by_name,
+        grounding = ground_lesions(sample, STRIDE, lambda a: int(by_name[a].sum()),
                                    lambda a, f: a in scores and f in scores[a], heatmap_of)
         return {"scores": scores, "grounding": grounding}
 

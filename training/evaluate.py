@@ -38,11 +38,12 @@ def prepared_input(sample: CachedSample):
     return ModelInput(sample.image, masks, sample.affine, dict(meta["cut"]), list(meta["absent"]))
 
 
-def ground_lesions(sample: CachedSample, patch_zyx, token_masks, scored, heatmap_of) -> list[dict]:
+def ground_lesions(sample: CachedSample, patch_zyx, anatomy_size, scored, heatmap_of) -> list[dict]:
     """Pointing game and Dice of each lesion of ``sample``: the heatmap of its finding over the
-    smallest anatomy holding it that ``scored(anatomy, finding)`` accepts, against the lesion's
-    token mask (``patch_zyx`` voxels per token). ``token_masks[anatomy]`` gives the anatomy's
-    token mask, ``heatmap_of(anatomy, finding)`` its heatmap (NaN outside the anatomy)."""
+    smallest anatomy holding it that ``scored(anatomy, finding)`` accepts (``anatomy_size`` gives
+    its size), against the lesion's mask at the heatmap's resolution: voxels for a fine map on the
+    sample's grid, else tokens of ``patch_zyx`` voxels. ``heatmap_of(anatomy, finding)`` gives the
+    map with NaN outside the anatomy."""
     from napari_fvlm.core.model.pooling import token_mask
 
     from .metrics import heatmap_dice, pointing_hit
@@ -50,11 +51,14 @@ def ground_lesions(sample: CachedSample, patch_zyx, token_masks, scored, heatmap
     rows = []
     for label, finding in sample.meta.get("lesion_findings", {}).items():
         candidates = [a for a in sample.meta["lesion_anatomies"].get(label, []) if scored(a, finding)]
-        target = token_mask(sample.lesions == int(label), patch_zyx).numpy()
-        if not candidates or not target.any():
-            continue  # not scored for this finding set, or smaller than one token
-        anatomy = min(candidates, key=lambda a: int(token_masks[a].sum()))
+        if not candidates:
+            continue  # not scored for this finding set
+        anatomy = min(candidates, key=anatomy_size)
         heatmap = heatmap_of(anatomy, finding)
+        lesion = sample.lesions == int(label)
+        target = lesion if heatmap.shape == lesion.shape else token_mask(lesion, patch_zyx).numpy()
+        if not target.any():
+            continue  # smaller than one token
         rows.append({"lesion": int(label), "finding": finding, "anatomy": anatomy,
                      "hit": pointing_hit(heatmap, target), "dice": heatmap_dice(heatmap, target)})
     return rows
@@ -72,10 +76,13 @@ def engine_scorer(model, finding_set: str, heatmaps: bool = True) -> Scorer:
         encoded = encode_ct(model, prepared_input(sample))
         result = {"scores": analyzer.scores(encoded), "grounding": []}
         if heatmaps:
+            def heatmap_of(anatomy, finding):
+                heatmap = analyzer.finding_heatmap(encoded, anatomy, finding)
+                return np.where(heatmap.inside, heatmap.values, np.nan)
+
             result["grounding"] = ground_lesions(
-                sample, model.config.patch_zyx, encoded.token_masks,
-                lambda a, f: a in encoded.embeddings and f in findings_for(a, finding_set),
-                lambda a, f: analyzer.finding_heatmap(encoded, a, f).values)
+                sample, model.config.patch_zyx, lambda a: int(encoded.token_masks[a].sum()),
+                lambda a, f: a in encoded.embeddings and f in findings_for(a, finding_set), heatmap_of)
         return result
 
     return score

@@ -45,10 +45,24 @@ class EncodedCT:
     absent: list[str]
     cut: dict[str, bool]
     timing_s: dict[str, float] = field(default_factory=dict)
+    fine: "FineVoxels | None" = None  # a focal model's per-voxel features, for fine heatmaps
 
     @property
     def anatomies(self) -> list[str]:
         return list(self.embeddings)
+
+
+@dataclass
+class FineVoxels:
+    """A focal model's features of every voxel inside some anatomy, on the prepared input grid."""
+
+    affine: np.ndarray  # input voxel (i, j, k) -> RAS mm
+    shape: tuple[int, int, int]  # the input grid (Z, Y, X)
+    index: np.ndarray  # (M,) flat indices of the voxels into that grid
+    token: np.ndarray  # (M,) each voxel's token (the nearest one for the remainder no token covers)
+    features: torch.Tensor  # (M, F) focal features
+    masks: dict[str, np.ndarray]  # anatomy -> (M,) bool
+    values: torch.Tensor  # (N, width) the value path of every token (pooling.value_tokens)
 
 
 def token_grid_affine(input_affine: np.ndarray, patch_zyx) -> np.ndarray:
@@ -108,12 +122,34 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
         masks = {name: m for name, m in masks.items() if m.any()}
         if not masks:
             raise FvlmInputError("The anatomies are too small to cover a single model token.")
-        embeddings, valid = model.pool(levels, grid, {k: v[None].to(model.device) for k, v in masks.items()})
+        focal, fine = _focal(model, prepared, list(masks), grid) if model.focal is not None else (None, None)
+        embeddings, valid = model.pool(levels, grid, {k: v[None].to(model.device) for k, v in masks.items()}, focal)
         kept = {name: emb[0].float() for name, emb in embeddings.items() if bool(valid[name][0])}
         values = model.pooling.value_tokens(levels)
-        dense = {name: model.pooling.project_dense(values, name)[0].float() for name in kept}
+        dense = {name: model.pooling.project_dense(values, name, None if focal is None else focal[name])[0].float()
+                 for name in kept}
+        if fine is not None:
+            fine.values = values[0].float()
     absent = list(prepared.absent) + [name for name in prepared.masks if name not in kept]
     return EncodedCT(levels=levels, grid=grid, token_affine=token_grid_affine(prepared.affine, config.patch_zyx),
                      token_masks={k: v.cpu().numpy() for k, v in masks.items() if k in kept},
                      embeddings=kept, dense=dense, absent=absent, cut=dict(prepared.cut),
-                     timing_s={"encode": time.perf_counter() - start})
+                     timing_s={"encode": time.perf_counter() - start}, fine=fine)
+
+
+def _focal(model: FvlmModel, prepared: ModelInput, names: list[str], grid) -> tuple[dict, FineVoxels]:
+    """Pooled focal features {anatomy: (1, 2F)} and the per-voxel features for fine heatmaps."""
+    from ..model.focal import focal_inputs
+    from .filters import model_channels
+
+    channels = torch.from_numpy(model_channels(prepared.image, model.config))
+    stacked = torch.from_numpy(np.stack([prepared.masks[n] for n in names]))
+    voxels, inside_masks = focal_inputs(channels, stacked)
+    features = model.focal.voxel_features(voxels.to(model.device))
+    pooled = model.focal([(voxels, inside_masks)])
+    index = np.flatnonzero(stacked.flatten(1).any(dim=0).numpy())
+    zyx = np.stack(np.unravel_index(index, prepared.image.shape), axis=1) // np.asarray(model.config.patch_zyx)
+    token = np.ravel_multi_index(tuple(np.minimum(zyx, np.asarray(grid) - 1).T), grid)
+    fine = FineVoxels(np.asarray(prepared.affine, float), tuple(prepared.image.shape), index, token,
+                      features.float(), {n: inside_masks[i].numpy() for i, n in enumerate(names)}, None)
+    return {n: pooled[:, i] for i, n in enumerate(names)}, fine

@@ -1,9 +1,12 @@
-"""Heatmaps and free-text grounding on the token grid of an encoded CT.
+"""Probability heatmaps and free-text grounding of an encoded CT.
 
-A token's value is the cosine similarity between the text embedding and the token's dense
-embedding in an anatomy's space (pooling.py explains why those dense embeddings are the right
-ones), kept inside that anatomy. Maps stay at token resolution (napari scales them on the GPU);
-only exports are resampled to the CT grid.
+A map's value at a place is that place's zero-shot probability for the text against its negative
+prompt: the softmax over the (positive, negative) pair that scores an anatomy, applied to the
+place's own dense embedding (pooling.py explains why those are the right ones). Every map is on
+the same fixed [0, 1] scale, never rescaled: an absent finding leaves it dark. A focal model's
+maps are per voxel of the prepared input grid (`fine_probabilities`), others per token; both are
+confined to the anatomies (0 outside, ``inside`` says where). Maps stay on their own grid (napari
+scales them on the GPU); only exports are resampled to the CT grid.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ MAX_QUERY_CHARACTERS = 2000
 
 @dataclass
 class Heatmap:
-    """Values on the token grid in [0, 1] (0 outside the anatomies), with the grid's affine."""
+    """Zero-shot probabilities in [0, 1] on a grid (0 outside the anatomies), with its affine."""
 
     name: str
-    values: np.ndarray  # (Zt, Yt, Xt) float32
-    affine: np.ndarray  # token (i, j, k) -> RAS mm
-    similarity_range: tuple[float, float]  # raw cosine similarities mapped to 0 and 1
+    values: np.ndarray  # (Z, Y, X) float32
+    affine: np.ndarray  # grid (i, j, k) -> RAS mm
+    inside: np.ndarray  # (Z, Y, X) bool: the anatomies the map covers
+    calibrated: bool = False
+
+    def peak(self) -> tuple[int, int, int]:
+        """The grid index of the highest value inside the anatomies (the one peak rule)."""
+        return peak_index(self.values, self.inside)
 
 
 @dataclass
@@ -39,8 +47,19 @@ class Grounding:
     heatmap: Heatmap
     peak_world_mm: list[float]  # RAS [x, y, z]
     peak_anatomy: str
-    anatomy_scores: list[tuple[str, float]] = field(default_factory=list)  # best first
+    anatomy_scores: list[tuple[str, float]] = field(default_factory=list)  # best first: the map's peak in each
     searched: list[str] = field(default_factory=list)  # anatomies the query was restricted to
+
+    @property
+    def peak_probability(self) -> float:
+        return float(self.heatmap.values[self.heatmap.peak()])
+
+
+def peak_index(values: np.ndarray, inside: np.ndarray) -> tuple[int, int, int]:
+    """Index of the largest value where ``inside`` (the first one on ties)."""
+    if not inside.any():
+        raise FvlmInputError("The map covers no anatomy: nothing to point at.")
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(np.where(inside, values, -np.inf))), values.shape))
 
 
 def check_query(text: str) -> str:
@@ -53,56 +72,123 @@ def check_query(text: str) -> str:
     return " ".join(text.split())
 
 
-def similarity_maps(encoded: EncodedCT, text: torch.Tensor, anatomies) -> dict[str, np.ndarray]:
-    """{anatomy: (Zt, Yt, Xt) cosine similarity, NaN outside the anatomy} for one text embedding."""
-    maps = {}
+def _pair_probability(cos_positive: torch.Tensor, cos_negative: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax over (positive, negative) / temperature, positive share: the anatomy score's rule."""
+    return torch.sigmoid((cos_positive - cos_negative) / temperature)
+
+
+def token_probabilities(model, encoded: EncodedCT, anatomy: str, positive, negative) -> np.ndarray:
+    """(Zt, Yt, Xt) probabilities of one anatomy's tokens (0 outside it)."""
+    dense = encoded.dense[anatomy]  # (N, D), unit rows
     with torch.inference_mode():
-        for anatomy in anatomies:
-            dense = encoded.dense[anatomy]  # (N, D), computed once at encoding
-            values = (dense @ text.to(dense.device).float()).cpu().numpy().reshape(encoded.grid)
-            maps[anatomy] = np.where(encoded.token_masks[anatomy], values, np.nan).astype(np.float32)
-    return maps
+        pair = torch.stack([positive, negative]).to(dense.device).float()
+        cosines = dense @ pair.t()
+        values = _pair_probability(cosines[:, 0], cosines[:, 1], float(model.temperature.detach()))
+    values = values.cpu().numpy().reshape(encoded.grid)
+    return np.where(encoded.token_masks[anatomy], values, 0.0).astype(np.float32)
 
 
-def combine(name: str, maps: dict[str, np.ndarray], affine: np.ndarray) -> Heatmap:
-    """One map: the best anatomy's value per token, rescaled to [0, 1] inside the anatomies."""
-    stacked = np.stack(list(maps.values()))
-    inside = ~np.isnan(stacked).all(axis=0)
-    best = np.where(inside, np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0), np.nan)
-    low, high = float(np.nanmin(best)), float(np.nanmax(best))
-    values = np.zeros(best.shape, np.float32)
-    values[inside] = (best[inside] - low) / (high - low) if high > low else 1.0
-    return Heatmap(name, values, affine, (low, high))
+def fine_probabilities(model, encoded: EncodedCT, anatomy: str, positive, negative) -> np.ndarray:
+    """Per-voxel probabilities of one anatomy on the input grid (0 outside it), for a focal model.
+
+    A voxel's embedding is the anatomy's projection of [its token's value path; its own focal
+    features in both the mean and the soft-max slot]: what the anatomy embedding would be if it
+    pooled that voxel alone. The projection is split by linearity, so a voxel costs a few dot
+    products of length F instead of a projection to D.
+    """
+    fine = encoded.fine
+    chosen = fine.masks[anatomy]
+    projection = model.pooling.projections[model.pooling.anatomy_index(anatomy)]
+    width = fine.values.shape[1]
+    features_n = fine.features.shape[1]
+    with torch.inference_mode():
+        weight = projection.weight.float()
+        token_part = fine.values @ weight[:, :width].t() + projection.bias.float()  # (N, D)
+        focal_weight = weight[:, width:width + features_n] + weight[:, width + features_n:]  # (D, F)
+        tokens = torch.from_numpy(fine.token[chosen]).to(token_part.device)
+        features = fine.features[torch.from_numpy(chosen).to(fine.features.device)]  # (M, F)
+        norm2 = ((token_part ** 2).sum(1)[tokens] + 2 * (features * (token_part @ focal_weight)[tokens]).sum(1)
+                 + ((features @ (focal_weight.t() @ focal_weight)) * features).sum(1))
+        norm = norm2.clamp(min=1e-12).sqrt()
+        cosines = []
+        for text in (positive, negative):
+            text = text.to(token_part.device).float()
+            cosines.append(((token_part @ text)[tokens] + features @ (focal_weight.t() @ text)) / norm)
+        values = _pair_probability(*cosines, float(model.temperature.detach())).cpu().numpy()
+    out = np.zeros(int(np.prod(fine.shape)), np.float32)
+    out[fine.index[chosen]] = values
+    return out.reshape(fine.shape)
+
+
+def probability_map(model, encoded: EncodedCT, name: str, pairs: dict[str, tuple], calibrate=None) -> Heatmap:
+    """One map over several anatomies: ``pairs`` {anatomy: (positive, negative) embeddings}; each
+    place takes the highest probability of the anatomies that hold it. ``calibrate(anatomy,
+    values)`` maps raw probabilities to calibrated ones (the anatomy's scores' calibration)."""
+    fine = encoded.fine is not None
+    per_anatomy = fine_probabilities if fine else token_probabilities
+    values, inside = None, None
+    for anatomy, (positive, negative) in pairs.items():
+        probabilities = per_anatomy(model, encoded, anatomy, positive, negative)
+        mask = _anatomy_mask(encoded, anatomy)
+        if calibrate is not None:
+            probabilities = np.where(mask, calibrate(anatomy, probabilities), 0.0).astype(np.float32)
+        values = probabilities if values is None else np.maximum(values, probabilities)
+        inside = mask if inside is None else inside | mask
+    affine = encoded.fine.affine if fine else encoded.token_affine
+    return Heatmap(name, values, affine, inside, calibrated=calibrate is not None)
+
+
+def _anatomy_mask(encoded: EncodedCT, anatomy: str) -> np.ndarray:
+    if encoded.fine is None:
+        return encoded.token_masks[anatomy]
+    fine = encoded.fine
+    out = np.zeros(int(np.prod(fine.shape)), bool)
+    out[fine.index[fine.masks[anatomy]]] = True
+    return out.reshape(fine.shape)
+
+
+def anatomy_peaks(heatmap_of, anatomies) -> list[tuple[str, float]]:
+    """Each anatomy's highest map value, best first (smaller anatomies first on ties)."""
+    rows = []
+    for anatomy in anatomies:
+        values, mask = heatmap_of(anatomy)
+        rows.append((anatomy, float(values[mask].max()) if mask.any() else 0.0, int(mask.sum())))
+    return [(a, round(v, 4)) for a, v, _ in sorted(rows, key=lambda r: (-r[1], r[2]))]
 
 
 def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_set: str) -> Grounding:
-    """Heatmap, anatomy ranking and peak (RAS mm) of a free-text query.
+    """Probability map, anatomy ranking and peak (RAS mm) of a free-text query.
 
-    Anatomy words in the query ("left lower lobe", "heart") restrict the search to those
-    anatomies, laterality meaning the patient's side; otherwise every anatomy is searched.
+    The query is scored against the model's negative prompt, like a finding. Anatomy words in the
+    query ("left lower lobe", "heart") restrict the search to those anatomies, laterality meaning
+    the patient's side; otherwise every anatomy is searched. One rule ranks the anatomies and
+    finds the peak: each anatomy's highest map value, so the first anatomy holds the peak.
     """
+    from .findings import anatomy_displays, prompt_pair
+
     text = check_query(query)
-    embedding = text_embeddings([text])[0]
-    ranked = sorted(((a, float(e.to(embedding.device) @ embedding)) for a, e in encoded.embeddings.items()),
-                    key=lambda item: -item[1])
     named = [a for a in resolve_query_anatomies(text, group_set) if a in encoded.embeddings]
-    searched = named or [a for a, _ in ranked]
-    maps = similarity_maps(encoded, embedding, searched)
-    heatmap = combine(text, maps, encoded.token_affine)
-    peak = np.unravel_index(int(np.argmax(np.where(heatmap.values > 0, heatmap.values, -1))), encoded.grid)
-    order = {a: i for i, (a, _) in enumerate(ranked)}
-    at_peak = [a for a in searched if encoded.token_masks[a][peak]]
-    peak_anatomy = min(at_peak, key=lambda a: (np.count_nonzero(encoded.token_masks[a]), order[a]))
-    world = voxel_to_world(encoded.token_affine, np.asarray(peak, float))
-    return Grounding(text, heatmap, [round(float(v), 2) for v in world], peak_anatomy,
-                     [(a, round(s, 4)) for a, s in ranked], searched)
+    searched = named or list(encoded.embeddings)
+    displays = anatomy_displays(model.config.anatomy_group_set)
+    negatives = {a: prompt_pair(text, model.config.prompt_positive, model.config.prompt_negative,
+                                displays.get(a, a))[1] for a in searched}
+    embedded = text_embeddings([text, *sorted(set(negatives.values()))])
+    row = {t: i for i, t in enumerate([text, *sorted(set(negatives.values()))])}
+    pairs = {a: (embedded[0], embedded[row[negatives[a]]]) for a in searched}
+    heatmap = probability_map(model, encoded, text, pairs)
+    masks = {a: _anatomy_mask(encoded, a) for a in searched}
+    ranked = anatomy_peaks(lambda a: (heatmap.values, masks[a]), searched)
+    peak = heatmap.peak()
+    at_peak = [a for a, _ in ranked if masks[a][peak]]
+    world = voxel_to_world(heatmap.affine, np.asarray(peak, float))
+    return Grounding(text, heatmap, [round(float(v), 2) for v in world], at_peak[0] if at_peak else ranked[0][0],
+                     ranked, searched)
 
 
-def finding_heatmap(model, encoded: EncodedCT, anatomy: str, finding: str, text_embeddings) -> Heatmap:
-    """The map of one scored finding inside one anatomy."""
+def finding_heatmap(model, encoded: EncodedCT, anatomy: str, finding: str, text_embeddings,
+                    calibrate=None) -> Heatmap:
+    """The probability map of one scored finding inside one anatomy (its score's prompt pair)."""
     from .findings import finding_prompts
 
-    positive = finding_prompts(model.config, anatomy, finding)[0]
-    embedding = text_embeddings([positive])[0]
-    maps = similarity_maps(encoded, embedding, [anatomy])
-    return combine(f"{finding} ({anatomy})", maps, encoded.token_affine)
+    positive, negative = text_embeddings(list(finding_prompts(model.config, anatomy, finding)))
+    return probability_map(model, encoded, f"{finding} ({anatomy})", {anatomy: (positive, negative)}, calibrate)
