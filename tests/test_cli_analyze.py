@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from napari_fvlm.cli import main
+from napari_fvlm.core.errors import FvlmInputError
 
 from engine_fixtures import save_random_demo_model, write_synthetic_case
+from totalseg_standin import standin_totalseg_home  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +144,28 @@ def test_the_installed_command_reports_bad_input_without_a_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_analyze_without_masks_on_a_gpu_machine_asks_totalsegmentator_for_its_gpu(
+        case, standin_totalseg_home, tmp_path, capsys, monkeypatch):
+    """torch calls the GPU "cuda", TotalSegmentator "gpu": resolved once, named right at each edge."""
+    import torch
+
+    from napari_fvlm.core.anatomy.totalseg import TotalSegmentatorProvider
+    from napari_fvlm.core.inference import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, faked
+    loaded, commands = [], []
+    monkeypatch.setattr(models, "load_model", lambda source, device: loaded.append(device))
+
+    def run_worker(self, command, tmp, report, cancel):
+        commands.append(command)
+        raise FvlmInputError("stopped where the worker would start")
+
+    monkeypatch.setattr(TotalSegmentatorProvider, "_run", run_worker)
+    folder, model = case
+    code, _out, err = _run(capsys, "analyze", folder / "ct.nii.gz", "--model", model, "--out", tmp_path / "o")
+    assert code == 2 and "stopped where the worker would start" in err, err
+    assert loaded == ["cuda"]
+    command = commands[0]
+    assert command[command.index("--device") + 1] == "gpu"

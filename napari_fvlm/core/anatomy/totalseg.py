@@ -24,11 +24,12 @@ from ..volume import Volume
 from .align import align_labels
 from .providers import Progress, SegmentationCancelled, check_cancel, to_total_ids
 from .totalseg_classes import TOTAL_CLASS_IDS
+from .totalseg_worker import download_command
 
 PROGRESS_PREFIX = "FVLM-PROGRESS "  # worker -> provider: "<prefix><fraction> <message>"
 ERROR_PREFIX = "FVLM-ERROR "  # worker -> provider: one human line on failure
 WORKER_MODULE = "napari_fvlm.core.anatomy.totalseg_worker"
-DEVICES = ("cpu", "gpu", "auto")
+DEVICES = ("auto", "cpu", "gpu", "cuda")  # the user's words, and torch's once resolved
 MAX_SOCKET_DIR_LENGTH = 60  # leaves room for multiprocessing's "/pymp-*/listener-*" below it
 
 
@@ -76,10 +77,17 @@ def missing_models(fast: bool = True, roi_subset=None) -> list[Path]:
 
 def missing_weights_message(missing: list[Path], fast: bool) -> str:
     datasets = sorted({m.parts[0] for m in missing})
-    flag = " --fast" if fast else ""
     return (f"TotalSegmentator's weights are not in {totalseg_weights_dir()} (missing {', '.join(datasets)}); "
-            f"download them once with `totalseg_download_weights -t total{flag}`, or set TOTALSEG_HOME_DIR "
-            f"to a folder that has them, or open a mask file instead.")
+            f"download them once with `{download_command(fast)}`, or set TOTALSEG_HOME_DIR "
+            f"to a folder that has them, or choose a Labels layer or a mask file instead.")
+
+
+def totalseg_device(device: str) -> str:
+    """TotalSegmentator's name for a device ("gpu", "cpu"): the user's choice resolved once, as
+    torch names it ("cuda"), then translated here, at TotalSegmentator's edge."""
+    from ..inference.models import pick_device
+
+    return {"cuda": "gpu"}.get(pick_device(device), "cpu")
 
 
 class TotalSegmentatorProvider:
@@ -98,7 +106,8 @@ class TotalSegmentatorProvider:
         self.roi_subset = list(roi_subset) if roi_subset else None
 
     def worker_command(self, ct_path: Path, out_path: Path) -> list[str]:
-        command = [sys.executable, "-m", WORKER_MODULE, str(ct_path), str(out_path), "--device", self.device,
+        command = [sys.executable, "-m", WORKER_MODULE, str(ct_path), str(out_path),
+                   "--device", totalseg_device(self.device),
                    "--scratch", str(out_path.parent)]  # TotalSegmentator's scratch goes with ours
         if self.fast:
             command.append("--fast")
