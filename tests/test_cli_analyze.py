@@ -169,3 +169,29 @@ def test_analyze_without_masks_on_a_gpu_machine_asks_totalsegmentator_for_its_gp
     assert loaded == ["cuda"]
     command = commands[0]
     assert command[command.index("--device") + 1] == "gpu"
+
+
+def test_masks_without_any_anatomy_of_the_model_are_refused_in_plain_words(case, tmp_path, capsys):
+    """A head segmentation on a chest model: nothing to score, said so instead of an empty table."""
+    from napari_fvlm.core.io.nifti import read_nifti, write_nifti
+
+    folder, model = case
+    chest = read_nifti(folder / "anatomy.nii.gz")
+    head = np.where(chest.array > 0, 90, 0).astype(np.uint8)  # all "brain"
+    write_nifti(chest.with_array(head, {90: "brain"}), tmp_path / "head.nii.gz")
+    code, _out, err = _run(capsys, "analyze", folder / "ct.nii.gz", "--masks", tmp_path / "head.nii.gz",
+                           "--model", model, "--out", tmp_path / "o")
+    assert code == 2 and err.startswith("fvlm analyze: None of the model's anatomies (") and "is in the masks" in err
+    assert not (tmp_path / "o" / "findings.json").exists()
+
+
+def test_analyze_warns_when_the_image_is_not_ct(case, tmp_path, capsys):
+    from napari_fvlm.core.io.nifti import read_nifti, write_nifti
+
+    folder, model = case
+    ct = read_nifti(folder / "ct.nii.gz")
+    write_nifti(ct, tmp_path / "mri.nii.gz", np.clip(ct.array + 1024, 0, None).astype(np.int16))  # no negatives
+    code, out, err = _run(capsys, "analyze", tmp_path / "mri.nii.gz", "--masks", folder / "anatomy.nii.gz",
+                          "--model", model, "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "mri.nii.gz does not look like a CT in Hounsfield units: its values (0.." in out
