@@ -19,10 +19,12 @@ READER_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm")  # as in napari.yaml; folders a
 MAX_SERIES_ACTIONS = 3  # buttons on the notification that opens another series of the folder
 
 
-def _is_dicom_file(path: str) -> bool:
+def _is_dicom_file(path: str, any_name: bool = False) -> bool:
+    """A DICOM file: named *.dcm (what the reader claims), or of any name when ``any_name``."""
     from .core.io.dicom_files import has_dicm_preamble
 
-    return path.lower().endswith(".dcm") and os.path.isfile(path) and has_dicm_preamble(Path(path))
+    named = any_name or path.lower().endswith(".dcm")
+    return named and not is_nifti_path(path) and os.path.isfile(path) and has_dicm_preamble(Path(path))
 
 
 def get_reader(path):
@@ -80,7 +82,7 @@ def read_volume(path, series_uid: str | None = None):
     """
     from .core.io.hu import not_ct_reason
 
-    if os.path.isdir(path) or _is_dicom_file(path):
+    if os.path.isdir(path) or _is_dicom_file(path, any_name=True):
         from .core.io.dicom import read_dicom_series
         volume = read_dicom_series(path, series_uid)
     else:

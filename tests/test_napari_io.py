@@ -330,3 +330,11 @@ def test_a_ct_opens_without_a_warning_in_the_default_window(make_napari_viewer, 
     _ct_with_markers(tmp_path / "ct.nii.gz")
     layer = make_napari_viewer().open(str(tmp_path / "ct.nii.gz"), plugin="napari-fvlm")[0]
     assert tuple(layer.contrast_limits) == contrast_limits(DEFAULT_WINDOW) and not notifications
+
+
+def test_analyze_reads_the_series_of_a_dicom_file_of_any_name(tmp_path):
+    from napari_fvlm._reader import read_volume
+
+    _hu, _chest, scout_hu, scout = _study_with_a_scout(tmp_path / "study")
+    assert not scout[0].suffix  # scanners often write names without an extension
+    np.testing.assert_array_equal(read_volume(str(scout[0])).array, scout_hu)

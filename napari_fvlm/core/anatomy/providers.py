@@ -80,8 +80,9 @@ def to_total_ids(array: np.ndarray, names: dict[int, str] | None, source: str) -
         value = int(present[0])
         raise FvlmInputError(
             f"{source}: a single unnamed region (value {value}), so it does not say which anatomy it is "
-            f"(it is not taken as `total` class {value}, {TOTAL_CLASSES.get(value, 'none')}); use masks whose labels "
-            f"are named (TotalSegmentator's output, or a labels.json beside the file, e.g. {{\"{value}\": \"liver\"}}).")
+            f"(it is not taken as `total` class {value}, {TOTAL_CLASSES.get(value, 'none')}); use masks whose "
+            f"labels are named (TotalSegmentator's output, or a labels.json beside the file, "
+            f"e.g. {{\"{value}\": \"liver\"}}).")
     lut = np.zeros(int(present.max(initial=0)) + 1, dtype=np.uint8)
     unknown = []
     for value in present.tolist():

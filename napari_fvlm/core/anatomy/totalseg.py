@@ -18,7 +18,6 @@ from collections import deque
 from pathlib import Path
 
 from ..errors import FvlmInputError
-from ..io.labels import label_names_from_extensions
 from ..io.nifti import read_nifti, write_nifti
 from ..volume import Volume
 from .align import align_labels
@@ -130,8 +129,7 @@ class TotalSegmentatorProvider:
             if not out_path.is_file():
                 raise FvlmInputError("TotalSegmentator finished without writing a segmentation.")
             result = read_nifti(out_path)
-        header = result.source.header if result.source is not None else None
-        array, names = to_total_ids(result.array, label_names_from_extensions(header), "TotalSegmentator output")
+        array, names = to_total_ids(result.array, result.labels, "TotalSegmentator output")
         labels = align_labels(ct, Volume(array, result.affine, result.source, names))
         report(1.0, "TotalSegmentator finished")
         return labels

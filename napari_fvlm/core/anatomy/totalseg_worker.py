@@ -1,9 +1,9 @@
 """Child process that runs TotalSegmentator's `total` task on one NIfTI file, offline.
 
 Usage: ``python -m napari_fvlm.core.anatomy.totalseg_worker CT.nii OUT.nii [--fast] [--device D]
-[--roi-subset a,b] [--scratch DIR]``, with D in TotalSegmentator's words (cpu, gpu, mps). Writes TotalSegmentator's multilabel output to OUT, progress lines
-(``FVLM-PROGRESS <fraction> <message>``) to stdout and, on failure, one ``FVLM-ERROR`` line to
-stderr. Inside this process TotalSegmentator sends nothing anywhere: its usage statistics, its
+[--roi-subset a,b] [--scratch DIR]``, with D in TotalSegmentator's words (cpu, gpu, mps). Writes
+TotalSegmentator's multilabel output to OUT, progress lines (``FVLM-PROGRESS <fraction> <message>``)
+to stdout and, on failure, one ``FVLM-ERROR`` line to stderr. Inside this process TotalSegmentator sends nothing anywhere: its usage statistics, its
 config writes and its weight downloads are replaced, and any non-local connection is refused.
 
 Keep the top level light: nnU-Net's spawned helpers import this module again.
