@@ -68,8 +68,10 @@ def read_volume_layers(path, series_uid: str | None = None) -> list[tuple]:
     if details.get("not_ct"):
         _notify(f"{name} does not look like a CT in Hounsfield units: {details['not_ct']}. It is shown in a "
                 f"window from its own values; the analysis expects a CT in HU.")
-    for warning in caught:
-        if str(warning.message) != note:
+    for warning in caught:  # what the core readers warn about, said in the viewer
+        if not issubclass(warning.category, UserWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        elif str(warning.message) != note:
             _notify(str(warning.message))
     return [(data, kwargs, kind)]
 
