@@ -93,7 +93,10 @@ def _bad_cases(folder: Path, model: str, tmp: Path) -> dict[str, tuple[list, str
     head = tmp / "head_masks.nii.gz"
     head_labels = np.zeros(image.shape, np.uint8)
     head_labels[5:20, 5:20, 5:20] = 90  # brain
+    head_labels[5:20, 5:20, 20:25] = 91  # skull
     nib.save(nib.Nifti1Image(head_labels, image.affine), head)
+    binary = tmp / "binary_mask.nii.gz"
+    nib.save(nib.Nifti1Image((head_labels == 90).astype(np.uint8), image.affine), binary)
     a_file = tmp / "not_a_folder"
     a_file.write_text("x")
     return {
@@ -103,6 +106,7 @@ def _bad_cases(folder: Path, model: str, tmp: Path) -> dict[str, tuple[list, str
         "config/weights mismatch": ([str(ct), *base, "--model", str(mismatched)], "match"),
         "masks of another scan": ([str(ct), "--masks", str(moved), "--model", model], "another scan"),
         "no model anatomies": ([str(ct), "--masks", str(head), "--model", model], "head CT"),
+        "a binary mask": ([str(ct), "--masks", str(binary), "--model", model], "not taken as `total` class 1"),
         "empty query": ([str(ct), *base, "--model", model, "--query", "  "], "Type a finding"),
         "10,000-character query": ([str(ct), *base, "--model", model, "--query", "a" * 10_000], "characters"),
         "labels given as the CT": ([str(masks), *base, "--model", model], "labels"),
@@ -169,20 +173,6 @@ def test_analyze_without_masks_on_a_gpu_machine_asks_totalsegmentator_for_its_gp
     assert loaded == ["cuda"]
     command = commands[0]
     assert command[command.index("--device") + 1] == "gpu"
-
-
-def test_masks_without_any_anatomy_of_the_model_are_refused_in_plain_words(case, tmp_path, capsys):
-    """A head segmentation on a chest model: nothing to score, said so instead of an empty table."""
-    from napari_fvlm.core.io.nifti import read_nifti, write_nifti
-
-    folder, model = case
-    chest = read_nifti(folder / "anatomy.nii.gz")
-    head = np.where(chest.array > 0, 90, 0).astype(np.uint8)  # all "brain"
-    write_nifti(chest.with_array(head, {90: "brain"}), tmp_path / "head.nii.gz")
-    code, _out, err = _run(capsys, "analyze", folder / "ct.nii.gz", "--masks", tmp_path / "head.nii.gz",
-                           "--model", model, "--out", tmp_path / "o")
-    assert code == 2 and err.startswith("fvlm analyze: None of the model's anatomies (") and "is in the masks" in err
-    assert not (tmp_path / "o" / "findings.json").exists()
 
 
 def test_analyze_warns_when_the_image_is_not_ct(case, tmp_path, capsys):

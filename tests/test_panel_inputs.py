@@ -3,8 +3,6 @@ when TotalSegmentator cannot run, and a binary mask refused in one line."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 from totalseg_standin import empty_totalseg_home, standin_totalseg_home  # noqa: F401
@@ -80,8 +78,9 @@ def test_without_totalsegmentator_weights_the_masks_that_are_there_are_the_defau
     inputs = dock_panel(viewer).view.inputs
     assert inputs.anatomy_kind.currentData() == "file"  # nothing open yet: a mask file
     note = inputs.totalseg_note.text()
-    command = re.search(r"`(totalseg_download_weights[^`]*)`", note).group(1)
-    assert command == "totalseg_download_weights -t total_fast" and downloader_tasks(command)
+    assert note == "no weights: run totalseg_download_weights -t total_fast"
+    assert downloader_tasks(note.partition("run ")[2])  # TotalSegmentator's own parser accepts it
+    assert "`totalseg_download_weights -t total_fast`" in inputs.totalseg_note.toolTip()  # the whole line
     viewer.open(str(folder / "ct.nii.gz"), plugin=PLUGIN)
     masks = viewer.open(str(folder / "anatomy.nii.gz"), plugin=PLUGIN)[0]
     choices = inputs.choices()

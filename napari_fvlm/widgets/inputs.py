@@ -50,15 +50,18 @@ def _path_row(placeholder: str, browse) -> tuple[QWidget, QLineEdit]:
     return row, edit
 
 
-def totalseg_problem() -> str:
-    """Why TotalSegmentator cannot run here, with what to do; "" when it can (a few file checks)."""
+def totalseg_problem() -> tuple[str, str]:
+    """(why TotalSegmentator cannot run here, the short line the form shows); ("", ...) when it can."""
     from ..core.anatomy.totalseg import missing_models, missing_weights_message
+    from ..core.anatomy.totalseg_worker import download_command
 
     try:
         missing = missing_models(fast=True)
-    except FvlmInputError as err:
-        return str(err)
-    return missing_weights_message(missing, fast=True) if missing else ""
+    except FvlmInputError as err:  # not installed
+        return str(err), "not installed: pip install TotalSegmentator"
+    if missing:
+        return missing_weights_message(missing, fast=True), f"no weights: run {download_command(fast=True)}"
+    return "", "segments the CT (fast model)"
 
 
 def _set_items(combo: QComboBox, names: list[str]) -> None:
@@ -82,9 +85,8 @@ class InputsForm(QGroupBox):
         self.anatomy_chosen = False  # by the user (or select()): then layer changes leave it alone
         self.labels = QComboBox()
         file_row, self.mask_path = _path_row("segmentation .nii.gz (or a folder of masks)", self._browse_masks)
-        self.totalseg_problem = totalseg_problem()
-        self.totalseg_note = QLabel(self._totalseg_note())
-        self.totalseg_note.setWordWrap(True)
+        self.totalseg_problem, note = totalseg_problem()
+        self.totalseg_note = QLabel(note)
         self.totalseg_note.setToolTip(self.totalseg_problem or "TotalSegmentator's fast `total` model, "
                                       "in a separate process")
         self.totalseg_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -113,14 +115,6 @@ class InputsForm(QGroupBox):
         form.addRow("", self.model_detail)
         form.addRow("Device", self.device)
         self._default_anatomy()
-
-    def _totalseg_note(self) -> str:
-        if not self.totalseg_problem:
-            return "segments the CT (fast model)"
-        if "not installed" in self.totalseg_problem:
-            return "not installed: `pip install TotalSegmentator`, or use masks"
-        from ..core.anatomy.totalseg_worker import download_command
-        return f"weights not downloaded: run `{download_command(fast=True)}`, or use masks"
 
     def _anatomy_chosen(self, _index=None) -> None:
         self.anatomy_chosen = True
