@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .core.geometry import display_scale_translate
+from .core.io.hu import intensity_window
 from .core.volume import Volume
 from .core.windows import DEFAULT_WINDOW, contrast_limits
 
@@ -36,14 +37,17 @@ def _geometry_kwargs(volume: Volume) -> dict:
 
 
 def volume_layer_data(volume: Volume, name: str) -> tuple:
-    """A napari LayerDataTuple: Labels (with names as features) for masks, Image in HU otherwise."""
+    """A napari LayerDataTuple: Labels (with names as features) for masks, Image otherwise: a CT in
+    the default HU window, an image that is not CT (``source.details["not_ct"]``) in its own range."""
     kwargs = {"name": name, **_geometry_kwargs(volume)}
     if volume.is_labels:
         ids = sorted(volume.labels)
         kwargs["features"] = {"index": [0, *ids], "name": ["background", *(volume.labels[i] for i in ids)]}
         kwargs["opacity"] = 0.5
         return volume.array, kwargs, "labels"
-    kwargs.update(colormap="gray", contrast_limits=contrast_limits(DEFAULT_WINDOW))
+    not_ct = volume.source is not None and volume.source.details.get("not_ct")
+    window = intensity_window(volume.array) if not_ct else contrast_limits(DEFAULT_WINDOW)
+    kwargs.update(colormap="gray", contrast_limits=window)
     return volume.array, kwargs, "image"
 
 

@@ -1,22 +1,40 @@
-"""napari reader: NIfTI files and DICOM folders dropped on the viewer."""
+"""napari reader: NIfTI files, DICOM folders and single DICOM files dropped on the viewer.
+
+It claims only what it opens (``READER_PATTERNS`` and DICOM folders), and says in the viewer what
+was odd about a file: another series chosen, a mask without names, an image that is not CT.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 
 from .core.errors import FvlmInputError
 from .core.io.nifti import is_nifti_path
 from ._layers import layer_name, volume_layer_data
 
+PLUGIN = "napari-fvlm"
+READER_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm")  # as in napari.yaml; folders are claimed when DICOM
+MAX_SERIES_ACTIONS = 3  # buttons on the notification that opens another series of the folder
+
+
+def _is_dicom_file(path: str, any_name: bool = False) -> bool:
+    """A DICOM file: named *.dcm (what the reader claims), or of any name when ``any_name``."""
+    from .core.io.dicom_files import has_dicm_preamble
+
+    named = any_name or path.lower().endswith(".dcm")
+    return named and not is_nifti_path(path) and os.path.isfile(path) and has_dicm_preamble(Path(path))
+
 
 def get_reader(path):
-    """Claim NIfTI files and DICOM folders; decline everything else (return None)."""
+    """Claim NIfTI files, DICOM folders and DICOM files; decline everything else (return None)."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
         path = path[0]
     path = str(path)
-    if is_nifti_path(path):
+    if is_nifti_path(path) or _is_dicom_file(path):
         return read_volume_layers
     if os.path.isdir(path):
         from .core.io.dicom import is_dicom_folder
@@ -25,41 +43,123 @@ def get_reader(path):
     return None
 
 
-def read_volume_layers(path) -> list[tuple]:
-    """Layers for one path. Unusable input shows one clear notification and adds nothing."""
+def read_volume_layers(path, series_uid: str | None = None) -> list[tuple]:
+    """Layers for one path. Unusable input shows one clear notification and adds nothing; anything
+    odd about a usable file is said in a notification too (and kept in the layer's metadata)."""
     path = str(path[0] if isinstance(path, list) else path)
-    try:
-        volume = read_volume(path)
-    except FvlmInputError as err:
-        _notify_error(str(err))
-        return [(None,)]
-    return [volume_layer_data(volume, layer_name(path))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            volume = read_volume(path, series_uid)
+        except FvlmInputError as err:
+            _notify_error(str(err))
+            return [(None,)]
+    details = volume.source.details if volume.source is not None else {}
+    dicom = volume.source is not None and volume.source.format == "dicom"
+    name = _dicom_layer_name(volume) if dicom else layer_name(path)
+    data, kwargs, kind = volume_layer_data(volume, name)
+    note = details.get("note", "")
+    if dicom:
+        kwargs["metadata"]["dicom_series"] = {
+            "series_uid": details["series_uid"], "description": details["description"], "folder": volume.source.path,
+            "other_series": [info.label() for info in details["other_series"]]}
+    if note:
+        _notify(note, actions=_other_series_actions(volume) if dicom else ())
+    if details.get("not_ct"):
+        _notify(f"{name} does not look like a CT in Hounsfield units: {details['not_ct']}. It is shown in a "
+                f"window from its own values; the analysis expects a CT in HU.")
+    for warning in caught:  # what the core readers warn about, said in the viewer
+        if not issubclass(warning.category, UserWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        elif str(warning.message) != note:
+            _notify(str(warning.message))
+    return [(data, kwargs, kind)]
 
 
-def read_volume(path):
-    """The core reader for either kind of path (also used by the CLI)."""
-    if os.path.isdir(path):
+def read_volume(path, series_uid: str | None = None):
+    """The core reader for a NIfTI file, a DICOM folder or a DICOM file (also used by the CLI).
+
+    Refuses a single slice (not a CT volume); an image that is not CT in HU is read with the reason
+    in ``source.details["not_ct"]``.
+    """
+    from .core.io.hu import not_ct_reason
+
+    if os.path.isdir(path) or _is_dicom_file(path, any_name=True):
         from .core.io.dicom import read_dicom_series
-        return read_dicom_series(path)
-    from .core.io.nifti import read_nifti
-    return read_nifti(path)
+        volume = read_dicom_series(path, series_uid)
+    else:
+        from .core.io.nifti import read_nifti
+        volume = read_nifti(path)
+    if volume.is_labels:
+        return volume
+    if 1 in volume.shape:
+        size = " x ".join(str(n) for n in volume.shape if n != 1) or "1 x 1"
+        raise FvlmInputError(f"{Path(path).name}: a single {size} slice, not a CT volume; open the "
+                             f"whole series (its folder, or a file of it beside the others).")
+    if volume.source is not None:
+        volume.source.details["not_ct"] = not_ct_reason(volume.array)
+    return volume
+
+
+def _dicom_layer_name(volume) -> str:
+    """The folder's name, with the series' description when the folder holds others."""
+    details = volume.source.details
+    folder = Path(volume.source.path).name
+    if not details.get("other_series"):
+        return folder
+    return f"{folder} ({details['description'] or 'series ' + details['series_uid'][-8:]})"
+
+
+def _other_series_actions(volume) -> list[tuple]:
+    """Notification buttons, each opening another series of the same folder in the current viewer."""
+    folder = volume.source.path
+    actions = []
+    for info in volume.source.details["other_series"][:MAX_SERIES_ACTIONS]:
+        text = f"Open '{info.description or info.series_uid[-8:]}' ({info.n_slices} slices)"
+        actions.append((text, lambda _toast=None, uid=info.series_uid: open_series(folder, uid)))
+    return actions
+
+
+def open_series(folder: str, series_uid: str, viewer=None) -> list:
+    """Open one series of a DICOM folder in ``viewer`` (default: the current one); the layers added."""
+    import napari
+    from napari.layers import Layer
+
+    viewer = viewer or napari.current_viewer()
+    return [viewer.add_layer(Layer.create(*layer)) for layer in read_volume_layers(folder, series_uid)
+            if layer[0] is not None]
+
+
+def _notify(message: str, severity: str = "warning", actions=()) -> None:
+    from napari.utils.notifications import Notification, NotificationSeverity, notification_manager
+
+    notification_manager.dispatch(Notification(message, NotificationSeverity(severity), actions=actions))
 
 
 def _notify_error(message: str) -> None:
-    from napari.utils.notifications import show_error
-    show_error(message)
+    _notify(message, "error")
 
 
-def prefer_this_reader_for_nifti() -> list[str]:
-    """Make napari open NIfTI with this plugin without asking, unless the user chose otherwise.
-
-    napari's builtin reader also claims *.nii/*.nii.gz (through imageio, which cannot read them
-    without ITK), so a first drag-and-drop would ask which plugin to use. Returns the patterns set.
-    """
+def reader_patterns_without_preference() -> list[str]:
+    """The patterns this plugin reads for which napari has no preferred reader yet."""
     from napari.settings import get_settings
 
     preferences = get_settings().plugins.extension2reader
-    missing = [p for p in ("*.nii", "*.nii.gz") if p not in preferences]
+    return [p for p in READER_PATTERNS if p not in preferences]
+
+
+def prefer_this_reader() -> list[str]:
+    """Make napari open ``READER_PATTERNS`` with this plugin without asking, where the user has not
+    chosen another reader. Called only when the user agrees (the panel asks once). Returns the
+    patterns set.
+
+    napari's builtin reader also claims *.nii/*.nii.gz (through imageio, which cannot read them
+    without ITK) and *.dcm, so without a preference a drag-and-drop asks which plugin to use.
+    """
+    from napari.settings import get_settings
+
+    missing = reader_patterns_without_preference()
     if missing:
-        get_settings().plugins.extension2reader = {**preferences, **{p: "napari-fvlm" for p in missing}}
+        settings = get_settings().plugins
+        settings.extension2reader = {**settings.extension2reader, **{p: PLUGIN for p in missing}}
     return missing

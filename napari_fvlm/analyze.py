@@ -52,6 +52,9 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
         ct = read_volume(ct_path)
         if ct.is_labels:
             raise FvlmInputError(f"{ct_path} holds labels, not a CT image; pass it with --masks.")
+        if ct.source is not None and ct.source.details.get("not_ct"):
+            log(f"warning: {ct_path} does not look like a CT in Hounsfield units: {ct.source.details['not_ct']}; "
+                f"the scores assume a CT.")
         labels = masks_for(ct, masks, device)
         net, folder = loading.result()
     finally:

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from napari_fvlm.cli import main
+from napari_fvlm.core.errors import FvlmInputError
 
 from engine_fixtures import save_random_demo_model, write_synthetic_case
+from totalseg_standin import standin_totalseg_home  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,10 @@ def _bad_cases(folder: Path, model: str, tmp: Path) -> dict[str, tuple[list, str
     head = tmp / "head_masks.nii.gz"
     head_labels = np.zeros(image.shape, np.uint8)
     head_labels[5:20, 5:20, 5:20] = 90  # brain
+    head_labels[5:20, 5:20, 20:25] = 91  # skull
     nib.save(nib.Nifti1Image(head_labels, image.affine), head)
+    binary = tmp / "binary_mask.nii.gz"
+    nib.save(nib.Nifti1Image((head_labels == 90).astype(np.uint8), image.affine), binary)
     a_file = tmp / "not_a_folder"
     a_file.write_text("x")
     return {
@@ -101,6 +106,7 @@ def _bad_cases(folder: Path, model: str, tmp: Path) -> dict[str, tuple[list, str
         "config/weights mismatch": ([str(ct), *base, "--model", str(mismatched)], "match"),
         "masks of another scan": ([str(ct), "--masks", str(moved), "--model", model], "another scan"),
         "no model anatomies": ([str(ct), "--masks", str(head), "--model", model], "head CT"),
+        "a binary mask": ([str(ct), "--masks", str(binary), "--model", model], "not taken as `total` class 1"),
         "empty query": ([str(ct), *base, "--model", model, "--query", "  "], "Type a finding"),
         "10,000-character query": ([str(ct), *base, "--model", model, "--query", "a" * 10_000], "characters"),
         "labels given as the CT": ([str(masks), *base, "--model", model], "labels"),
@@ -142,3 +148,40 @@ def test_the_installed_command_reports_bad_input_without_a_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_analyze_without_masks_on_a_gpu_machine_asks_totalsegmentator_for_its_gpu(
+        case, standin_totalseg_home, tmp_path, capsys, monkeypatch):
+    """torch calls the GPU "cuda", TotalSegmentator "gpu": resolved once, named right at each edge."""
+    import torch
+
+    from napari_fvlm.core.anatomy.totalseg import TotalSegmentatorProvider
+    from napari_fvlm.core.inference import models
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, faked
+    loaded, commands = [], []
+    monkeypatch.setattr(models, "load_model", lambda source, device: loaded.append(device))
+
+    def run_worker(self, command, tmp, report, cancel):
+        commands.append(command)
+        raise FvlmInputError("stopped where the worker would start")
+
+    monkeypatch.setattr(TotalSegmentatorProvider, "_run", run_worker)
+    folder, model = case
+    code, _out, err = _run(capsys, "analyze", folder / "ct.nii.gz", "--model", model, "--out", tmp_path / "o")
+    assert code == 2 and "stopped where the worker would start" in err, err
+    assert loaded == ["cuda"]
+    command = commands[0]
+    assert command[command.index("--device") + 1] == "gpu"
+
+
+def test_analyze_warns_when_the_image_is_not_ct(case, tmp_path, capsys):
+    from napari_fvlm.core.io.nifti import read_nifti, write_nifti
+
+    folder, model = case
+    ct = read_nifti(folder / "ct.nii.gz")
+    write_nifti(ct, tmp_path / "mri.nii.gz", np.clip(ct.array + 1024, 0, None).astype(np.int16))  # no negatives
+    code, out, err = _run(capsys, "analyze", tmp_path / "mri.nii.gz", "--masks", folder / "anatomy.nii.gz",
+                          "--model", model, "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "mri.nii.gz does not look like a CT in Hounsfield units: its values (0.." in out

@@ -92,13 +92,14 @@ def test_write_back_restores_voxel_order_and_affine_exactly(tmp_path, path):
 def test_masks_keep_their_names_through_a_round_trip(tmp_path):
     mask = np.zeros((10, 12, 14), np.uint8)
     mask[2:5, 3:6, 4:8] = 5
-    mask[6:8, 1:3, 1:3] = 51
+    mask[6:8, 1:3, 1:3] = 200  # not a TotalSegmentator `total` id: nothing names it
     nib.save(nib.Nifti1Image(mask, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "m.nii.gz")
     volume = read_nifti(tmp_path / "m.nii.gz")
-    assert volume.labels == {5: "label 5", 51: "label 51"}
-    volume.labels = {5: "liver", 51: "heart"}
+    assert volume.labels == {5: "label 5", 200: "label 200"}
+    assert "not TotalSegmentator `total` ids" in volume.source.details["note"]
+    volume.labels = {5: "liver", 200: "tumour"}
     reread = read_nifti(write_nifti(volume, tmp_path / "named.nii.gz"))
-    assert reread.labels == {5: "liver", 51: "heart"}
+    assert reread.labels == {5: "liver", 200: "tumour"} and reread.source.details["note"] == ""
     np.testing.assert_array_equal(reread.array, volume.array)
 
 

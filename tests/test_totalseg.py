@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -53,7 +56,7 @@ def test_missing_weights_refused_before_any_worker_or_download(empty_totalseg_ho
     monkeypatch.setattr(totalseg.subprocess, "Popen", no_worker)
     ct, _ = bright_sphere_ct()
     start = time.perf_counter()
-    with pytest.raises(FvlmInputError, match="totalseg_download_weights -t total --fast") as err:
+    with pytest.raises(FvlmInputError, match="totalseg_download_weights -t total_fast") as err:
         TotalSegmentatorProvider(fast=True, device="cpu").segment(ct)
     assert time.perf_counter() - start < 1.0
     assert "TOTALSEG_HOME_DIR" in str(err.value)
@@ -72,6 +75,36 @@ def test_worker_refuses_downloads_and_network_on_its_own(empty_totalseg_home, tm
     errors = [line for line in done.stderr.splitlines() if line.startswith(totalseg.ERROR_PREFIX)]
     assert errors and "totalseg_download_weights" in errors[-1]
     assert list(empty_totalseg_home.iterdir()) == []
+    for command in re.findall(r"`(totalseg_download_weights[^`]*)`", errors[-1]):
+        assert downloader_tasks(command), command  # the worker's advice parses too
+
+
+def downloader_tasks(command: str) -> list:
+    """The task ids TotalSegmentator's own downloader would fetch for ``command`` (nothing is fetched);
+    its argument parser exits (SystemExit) on a command it does not accept."""
+    from totalsegmentator.bin import totalseg_download_weights as downloader
+
+    fetched = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(downloader, "download_pretrained_weights", fetched.append)
+        patch.setattr(downloader, "setup_totalseg", lambda *args, **kwargs: {})
+        patch.setattr(downloader, "set_config_key", lambda *args, **kwargs: None)
+        patch.setattr(sys, "argv", shlex.split(command))
+        downloader.main()
+    return fetched
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_download_command_we_print_is_accepted_by_totalsegmentator(empty_totalseg_home, monkeypatch, fast):
+    monkeypatch.setattr(totalseg.subprocess, "Popen", None)  # no worker either
+    with pytest.raises(FvlmInputError) as err:
+        TotalSegmentatorProvider(fast=fast, device="cpu").segment(bright_sphere_ct()[0])
+    command = re.search(r"`(totalseg_download_weights[^`]*)`", str(err.value)).group(1)
+    fetched = downloader_tasks(command)
+    needed = {int(re.match(r"Dataset(\d+)_", m.parts[0]).group(1)) for m in required_models(fast)}
+    assert needed and needed <= set(fetched), (command, fetched)
+    with pytest.raises(SystemExit):  # the form printed before: TotalSegmentator's parser refuses it
+        downloader_tasks("totalseg_download_weights -t total --fast")
 
 
 def test_worker_network_guard_refuses_remote_hosts_only():
@@ -193,6 +226,30 @@ def test_missing_models_sees_incomplete_folders(standin_totalseg_home):
     model = required_models(fast=True)[0]
     (totalseg_weights_dir() / model / "fold_0" / "checkpoint_final.pth").unlink()
     assert missing_models(fast=True) == [model]
+
+
+@pytest.mark.parametrize("choice, cuda, expected", [
+    ("auto", True, "gpu"), ("gpu", True, "gpu"), ("cuda", True, "gpu"), ("auto", False, "cpu"), ("cpu", True, "cpu")])
+def test_device_is_named_in_totalsegmentators_words(monkeypatch, choice, cuda, expected):
+    import torch
+    from totalsegmentator.python_api import validate_device_type_api
+
+    from napari_fvlm.core.anatomy.totalseg_worker import build_parser
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    command = TotalSegmentatorProvider(device=choice).worker_command(Path("ct.nii"), Path("out.nii"))
+    device = command[command.index("--device") + 1]
+    assert device == expected
+    assert validate_device_type_api(device) == device  # TotalSegmentator's own check
+    assert build_parser().parse_args(command[3:]).device == device  # and the worker's
+
+
+def test_gpu_without_cuda_is_refused_in_plain_words(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(FvlmInputError, match="No GPU"):
+        TotalSegmentatorProvider(device="gpu").worker_command(Path("ct.nii"), Path("out.nii"))
 
 
 def test_bad_options_are_refused():

@@ -9,7 +9,6 @@ from __future__ import annotations
 from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import QScrollArea, QStyle, QVBoxLayout, QWidget
 
-from .._reader import prefer_this_reader_for_nifti
 from ..core.errors import FvlmInputError
 from ..core.inference import models as model_sources
 from . import dialogs, export_actions
@@ -44,7 +43,6 @@ class FvlmPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scroll)
-        prefer_this_reader_for_nifti()  # dropped NIfTI files open with this plugin, no question asked
         self._connect()
         self.refresh_layer_choices()
         if not (model_sources.DEMO_WEIGHTS / "config.json").is_file():

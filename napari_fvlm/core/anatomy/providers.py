@@ -17,7 +17,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..errors import FvlmInputError
-from ..io.labels import label_names_from_extensions
+from ..io.labels import is_placeholder
 from ..io.nifti import is_nifti_path, read_nifti
 from ..volume import Volume
 from .align import align_labels
@@ -48,10 +48,6 @@ def check_cancel(cancel: threading.Event | None, what: str) -> None:
         raise SegmentationCancelled(f"{what} was cancelled.")
 
 
-def _is_placeholder(name: str) -> bool:
-    return name.startswith("label ") and name[6:].isdigit()
-
-
 def _present_values(array: np.ndarray, slab_voxels: int = 1 << 23) -> np.ndarray:
     """Non-zero values present, counted slab by slab (bincount needs int64: 8x the memory)."""
     flat = array.reshape(-1)
@@ -65,8 +61,10 @@ def _present_values(array: np.ndarray, slab_voxels: int = 1 << 23) -> np.ndarray
 def to_total_ids(array: np.ndarray, names: dict[int, str] | None, source: str) -> tuple[np.ndarray, dict[int, str]]:
     """(uint8 array of `total` ids, {id: name} of those present) from any label array.
 
-    With class names (a TotalSegmentator header, a named layer), values are mapped by name; without
-    them, values are taken to be `total` ids. Anything unknown is dropped with one warning.
+    With class names (a TotalSegmentator header, a labels.json, a named layer), values are mapped by
+    name ("Lung upper lobe left" is `lung_upper_lobe_left`); without them, values are taken to be
+    `total` ids, except a single region (a binary mask), which does not say which anatomy it is and
+    is refused. Anything unknown is dropped with one warning.
     """
     array = np.asarray(array)
     if not np.issubdtype(array.dtype, np.integer):
@@ -76,8 +74,15 @@ def to_total_ids(array: np.ndarray, names: dict[int, str] | None, source: str) -
     if array.size and array.min() < 0:
         raise FvlmInputError(f"{source}: holds negative values; a mask holds class ids (0 = background).")
     present = _present_values(array)
-    names = {int(k): v for k, v in (names or {}).items() if not _is_placeholder(v)}
+    names = {int(k): _class_name(v) for k, v in (names or {}).items() if not is_placeholder(v)}
     by_name = any(v in TOTAL_CLASS_IDS for v in names.values())
+    if not names and present.size == 1:
+        value = int(present[0])
+        raise FvlmInputError(
+            f"{source}: a single unnamed region (value {value}), so it does not say which anatomy it is "
+            f"(it is not taken as `total` class {value}, {TOTAL_CLASSES.get(value, 'none')}); use masks whose "
+            f"labels are named (TotalSegmentator's output, or a labels.json beside the file, "
+            f"e.g. {{\"{value}\": \"liver\"}}).")
     lut = np.zeros(int(present.max(initial=0)) + 1, dtype=np.uint8)
     unknown = []
     for value in present.tolist():
@@ -95,6 +100,13 @@ def to_total_ids(array: np.ndarray, names: dict[int, str] | None, source: str) -
     out = array if identity else lut[array] if array.size else array.astype(np.uint8)
     kept = sorted({int(v) for v in lut[present]} - {0})
     return out, {i: TOTAL_CLASSES[i] for i in kept}
+
+
+def _class_name(name: str) -> str:
+    """A label name as TotalSegmentator spells its classes ("Lung upper lobe left" -> lung_upper_lobe_left)."""
+    spelled = "_".join(str(name).strip().split())
+    lowered = spelled.lower()
+    return spelled if spelled in TOTAL_CLASS_IDS or lowered not in TOTAL_CLASS_IDS else lowered
 
 
 class VolumeProvider:
@@ -147,9 +159,7 @@ class MaskFileProvider:
         if volume.labels is None and not np.issubdtype(volume.array.dtype, np.floating):
             raise FvlmInputError(f"{self.path.name}: looks like an image, not a label volume; "
                                  f"choose TotalSegmentator's segmentation file.")
-        header = volume.source.header if volume.source is not None else None
-        names = label_names_from_extensions(header) if header is not None else {}
-        array, labels = to_total_ids(volume.array, names, self.path.name)
+        array, labels = to_total_ids(volume.array, volume.labels, self.path.name)
         return Volume(array, volume.affine, volume.source, labels)
 
     def _read_folder(self, progress: Progress | None, cancel: threading.Event | None) -> Volume:

@@ -18,17 +18,17 @@ from collections import deque
 from pathlib import Path
 
 from ..errors import FvlmInputError
-from ..io.labels import label_names_from_extensions
 from ..io.nifti import read_nifti, write_nifti
 from ..volume import Volume
 from .align import align_labels
 from .providers import Progress, SegmentationCancelled, check_cancel, to_total_ids
 from .totalseg_classes import TOTAL_CLASS_IDS
+from .totalseg_worker import download_command
 
 PROGRESS_PREFIX = "FVLM-PROGRESS "  # worker -> provider: "<prefix><fraction> <message>"
 ERROR_PREFIX = "FVLM-ERROR "  # worker -> provider: one human line on failure
 WORKER_MODULE = "napari_fvlm.core.anatomy.totalseg_worker"
-DEVICES = ("cpu", "gpu", "auto")
+DEVICES = ("auto", "cpu", "gpu", "cuda")  # the user's words, and torch's once resolved
 MAX_SOCKET_DIR_LENGTH = 60  # leaves room for multiprocessing's "/pymp-*/listener-*" below it
 
 
@@ -76,10 +76,17 @@ def missing_models(fast: bool = True, roi_subset=None) -> list[Path]:
 
 def missing_weights_message(missing: list[Path], fast: bool) -> str:
     datasets = sorted({m.parts[0] for m in missing})
-    flag = " --fast" if fast else ""
     return (f"TotalSegmentator's weights are not in {totalseg_weights_dir()} (missing {', '.join(datasets)}); "
-            f"download them once with `totalseg_download_weights -t total{flag}`, or set TOTALSEG_HOME_DIR "
-            f"to a folder that has them, or open a mask file instead.")
+            f"download them once with `{download_command(fast)}`, or set TOTALSEG_HOME_DIR "
+            f"to a folder that has them, or choose a Labels layer or a mask file instead.")
+
+
+def totalseg_device(device: str) -> str:
+    """TotalSegmentator's name for a device ("gpu", "cpu"): the user's choice resolved once, as
+    torch names it ("cuda"), then translated here, at TotalSegmentator's edge."""
+    from ..inference.models import pick_device
+
+    return {"cuda": "gpu"}.get(pick_device(device), "cpu")
 
 
 class TotalSegmentatorProvider:
@@ -98,7 +105,8 @@ class TotalSegmentatorProvider:
         self.roi_subset = list(roi_subset) if roi_subset else None
 
     def worker_command(self, ct_path: Path, out_path: Path) -> list[str]:
-        command = [sys.executable, "-m", WORKER_MODULE, str(ct_path), str(out_path), "--device", self.device,
+        command = [sys.executable, "-m", WORKER_MODULE, str(ct_path), str(out_path),
+                   "--device", totalseg_device(self.device),
                    "--scratch", str(out_path.parent)]  # TotalSegmentator's scratch goes with ours
         if self.fast:
             command.append("--fast")
@@ -121,8 +129,7 @@ class TotalSegmentatorProvider:
             if not out_path.is_file():
                 raise FvlmInputError("TotalSegmentator finished without writing a segmentation.")
             result = read_nifti(out_path)
-        header = result.source.header if result.source is not None else None
-        array, names = to_total_ids(result.array, label_names_from_extensions(header), "TotalSegmentator output")
+        array, names = to_total_ids(result.array, result.labels, "TotalSegmentator output")
         labels = align_labels(ct, Volume(array, result.affine, result.source, names))
         report(1.0, "TotalSegmentator finished")
         return labels

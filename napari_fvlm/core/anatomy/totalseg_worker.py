@@ -1,9 +1,9 @@
 """Child process that runs TotalSegmentator's `total` task on one NIfTI file, offline.
 
 Usage: ``python -m napari_fvlm.core.anatomy.totalseg_worker CT.nii OUT.nii [--fast] [--device D]
-[--roi-subset a,b] [--scratch DIR]``. Writes TotalSegmentator's multilabel output to OUT, progress lines
-(``FVLM-PROGRESS <fraction> <message>``) to stdout and, on failure, one ``FVLM-ERROR`` line to
-stderr. Inside this process TotalSegmentator sends nothing anywhere: its usage statistics, its
+[--roi-subset a,b] [--scratch DIR]``, with D in TotalSegmentator's words (cpu, gpu, mps). Writes
+TotalSegmentator's multilabel output to OUT, progress lines (``FVLM-PROGRESS <fraction> <message>``)
+to stdout and, on failure, one ``FVLM-ERROR`` line to stderr. Inside this process TotalSegmentator sends nothing anywhere: its usage statistics, its
 config writes and its weight downloads are replaced, and any non-local connection is refused.
 
 Keep the top level light: nnU-Net's spawned helpers import this module again.
@@ -20,6 +20,11 @@ import traceback
 PROGRESS_PREFIX = "FVLM-PROGRESS "
 ERROR_PREFIX = "FVLM-ERROR "
 _LOCAL_HOSTS = (None, "", "localhost", "127.0.0.1", "::1")
+
+
+def download_command(fast: bool = True) -> str:
+    """The command that downloads the `total` weights, as TotalSegmentator's downloader spells it."""
+    return f"totalseg_download_weights -t {'total_fast' if fast else 'total'}"
 
 
 class MissingWeights(RuntimeError):
@@ -66,7 +71,7 @@ def silence_totalsegmentator(api) -> None:
         if not folder.exists():
             raise MissingWeights(
                 f"TotalSegmentator's model {folder.name} is not in {folder.parent}; download it once with "
-                f"`totalseg_download_weights -t total --fast` (or without --fast for the full model).")
+                f"`{download_command(True)}` (or `{download_command(False)}` for the full model).")
 
     for module in (api, config):
         for name, replacement in (("send_usage_stats", lambda *a, **k: None),
@@ -123,16 +128,6 @@ def report_progress(nnunet_module) -> None:
     predictor_module.tqdm = TileProgress
 
 
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-    if torch.cuda.is_available():
-        return "gpu"
-    mps = getattr(torch.backends, "mps", None)
-    return "mps" if mps is not None and mps.is_available() else "cpu"
-
-
 def run(args: argparse.Namespace) -> None:
     emit(0.02, "Starting TotalSegmentator")
     if args.scratch:
@@ -147,23 +142,27 @@ def run(args: argparse.Namespace) -> None:
     import totalsegmentator.nnunet as nnunet_module
     silence_totalsegmentator(api)
     report_progress(nnunet_module)
-    device = pick_device(args.device)
-    emit(0.1, f"TotalSegmentator loaded (device: {device})")
+    emit(0.1, f"TotalSegmentator loaded (device: {args.device})")
     roi_subset = [c for c in args.roi_subset.split(",") if c] if args.roi_subset else None
     api.totalsegmentator(args.ct, args.out, ml=True, fast=args.fast, task="total", roi_subset=roi_subset,
-                         device=device, quiet=True, nr_thr_resamp=1, nr_thr_saving=1)
+                         device=args.device, quiet=True, nr_thr_resamp=1, nr_thr_saving=1)
     emit(0.97, "Segmentation written")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run TotalSegmentator's `total` task offline.")
     parser.add_argument("ct")
     parser.add_argument("out")
     parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--device", default="auto", choices=("cpu", "gpu", "mps", "auto"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu", "mps"),
+                        help="TotalSegmentator's device name (the parent resolves 'auto')")
     parser.add_argument("--roi-subset", default="")
     parser.add_argument("--scratch", default=None, help="folder for TotalSegmentator's temporary files")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         run(args)
     except SystemExit as stop:  # TotalSegmentator calls sys.exit("ERROR: ...") on some inputs

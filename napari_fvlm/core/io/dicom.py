@@ -117,7 +117,7 @@ def _choose(
     others = "; ".join(i.label() for i in infos[1:])
     return chosen, (
         f"The folder holds {len(infos)} series; read {chosen.label()}, {why}. "
-        f"Others: {others}. Pass a series UID to read another."
+        f"Others: {others}. To read another, open one of its files."
     )
 
 
@@ -144,7 +144,8 @@ def read_dicom_series(folder, series_uid: str | None = None) -> Volume:
         raise FvlmInputError(
             f"No DICOM images found in '{folder}'; choose the folder of a CT series.{broken}"
         )
-    info, note = _choose(_sorted_infos(scan.series), series_uid, folder)
+    infos = _sorted_infos(scan.series)
+    info, note = _choose(infos, series_uid, folder)
     files = scan.series.pop(info.series_uid)
     scan.series.clear()  # the other series' pixel data goes now
     first = files[0].dataset
@@ -154,6 +155,7 @@ def read_dicom_series(folder, series_uid: str | None = None) -> Volume:
         warnings.warn(note, UserWarning, stacklevel=2)
     volume.source.details.update(
         series_uid=info.series_uid, description=info.description, modality=info.modality, note=note,
+        n_slices=info.n_slices, other_series=[i for i in infos if i.series_uid != info.series_uid],
     )
     if first.get("PatientID"):
         volume.source.details["patient_id"] = str(first.PatientID)

@@ -1,21 +1,29 @@
-"""Label volumes in NIfTI: telling masks from images, and the label names stored in the header.
+"""Label volumes in NIfTI: telling masks from images, and where their label names come from.
 
 Label names use the XML label table that TotalSegmentator writes into a NIfTI header extension
 (a "CaretExtension"), so masks written here open with names in TotalSegmentator-aware tools and
-TotalSegmentator's own multilabel output opens here with names.
+TotalSegmentator's own multilabel output opens here with names. A ``labels.json`` beside the file
+names the labels of files without that table; without either, values that are all TotalSegmentator
+`total` ids are named as its classes, and the reader says so.
 """
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 import nibabel as nib
 import numpy as np
 
+from ..errors import FvlmInputError
+
 NIFTI_INTENT_LABEL = 1002
 MAX_LABEL_VALUE = 1000
 MAX_DISTINCT_LABELS = 256
+MAX_DENSE_LABELS = 128  # more values than this, filling over half of 1..max: an image
+DENSE_SHARE = 0.5
 
 
 def label_values(array: np.ndarray, header=None, declared: bool = False) -> np.ndarray | None:
@@ -23,7 +31,8 @@ def label_values(array: np.ndarray, header=None, declared: bool = False) -> np.n
 
     A volume is labels when ``declared`` (it carries label names), when its header's intent says
     so, or when it is an integer volume with few non-negative values (CT, with air at -1000,
-    never is).
+    never is) that do not fill their range the way an image's intensities do (an 8-bit image uses
+    most of 0..255; TotalSegmentator's largest task has 117 classes).
     """
     declared = declared or (header is not None and int(header.get("intent_code", 0)) == NIFTI_INTENT_LABEL)
     if not declared:
@@ -35,6 +44,8 @@ def label_values(array: np.ndarray, header=None, declared: bool = False) -> np.n
     present = np.flatnonzero(np.bincount(array.ravel().astype(np.int64)))
     if not declared and present.size > MAX_DISTINCT_LABELS:
         return None
+    if not declared and present.size > MAX_DENSE_LABELS and present.size >= DENSE_SHARE * hi:
+        return None  # intensities, not class ids
     return present[present != 0]
 
 
@@ -66,3 +77,72 @@ def label_names_extension(labels: dict[int, str]) -> nib.nifti1.Nifti1Extension:
            f"<LabelTable>\n{rows}\n</LabelTable><VolumeType><![CDATA[Label]]></VolumeType>"
            "</VolumeInformation></CaretExtension>")
     return nib.nifti1.Nifti1Extension(0, xml.encode("utf-8"))
+
+
+SIDECAR_NAMES = ("{stem}.labels.json", "labels.json")  # beside the mask file, the first one found
+
+
+def sidecar_path(path) -> Path | None:
+    """The label-names file beside a mask file (``<name>.labels.json``, else ``labels.json``), or None."""
+    path = Path(path)
+    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    for pattern in SIDECAR_NAMES:
+        candidate = path.with_name(pattern.format(stem=stem))
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def label_names_from_json(path) -> dict[int, str]:
+    """{id: name} from a labels JSON file: ``{"1": "liver", ...}``, ``{"liver": 1, ...}``, or either
+    under a ``"labels"`` key (nnU-Net's dataset.json). Raises FvlmInputError when unreadable."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise FvlmInputError(f"{path.name}: cannot read the label names ({err}); fix or remove it.") from None
+    if isinstance(content, dict) and isinstance(content.get("labels"), dict):
+        content = content["labels"]
+    names: dict[int, str] = {}
+    for key, value in (content.items() if isinstance(content, dict) else ()):
+        pair = (key, value) if str(key).strip().isdigit() else (value, key)
+        try:
+            names[int(pair[0])] = str(pair[1]).strip()
+        except (TypeError, ValueError):
+            raise FvlmInputError(f"{path.name}: label names map ids to names, like {{\"1\": \"liver\"}}; "
+                                 f"{key!r}: {value!r} is neither.") from None
+    if not names:
+        raise FvlmInputError(f"{path.name}: no label names in it; write them like {{\"1\": \"liver\"}}.")
+    return {k: v for k, v in names.items() if k != 0 and v}
+
+
+def placeholder_name(value: int) -> str:
+    """The name of a label no file names."""
+    return f"label {int(value)}"
+
+
+def is_placeholder(name: str) -> bool:
+    return name.startswith("label ") and name[6:].isdigit()
+
+
+def name_labels(present, names: dict[int, str], known: dict[int, str]) -> tuple[dict[int, str], str]:
+    """({id: name} for the values ``present``, a note on anything odd; "" when nothing is).
+
+    ``names`` are the file's own (header or labels.json). Without them, values that are all ids of
+    ``known`` (TotalSegmentator's `total` classes) are named from it, when there are several: a
+    single region (a binary mask) does not say which anatomy it is, and is left unnamed.
+    """
+    present = [int(v) for v in present]
+    if names:
+        unnamed = [v for v in present if v not in names]
+        note = f"no names for the values {', '.join(map(str, unnamed))}." if unnamed else ""
+        return {v: names.get(v, placeholder_name(v)) for v in present}, note
+    placeholders = {v: placeholder_name(v) for v in present}
+    if len(present) == 1:
+        return placeholders, (f"a single unnamed region (value {present[0]}): it does not say which anatomy it "
+                              f"is. Name it in a labels.json beside the file, e.g. {{\"{present[0]}\": \"liver\"}}.")
+    if present and all(v in known for v in present):
+        return {v: known[v] for v in present}, ("no label names in the file; its values are TotalSegmentator "
+                                                "`total` ids, so they are named as its classes.")
+    return placeholders, ("no label names in the file, and its values are not TotalSegmentator `total` ids; "
+                          "name them in a labels.json beside the file, e.g. {\"1\": \"liver\"}.") if present else ""

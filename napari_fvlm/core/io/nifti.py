@@ -21,7 +21,8 @@ from ..errors import FvlmInputError
 from ..geometry import reorientation_for
 from ..volume import SourceInfo, Volume
 from .files import write_atomic
-from .labels import label_names_extension, label_names_from_extensions, label_values
+from .labels import (label_names_extension, label_names_from_extensions, label_names_from_json, label_values,
+                     name_labels, sidecar_path)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _HEADER_SIZES = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
@@ -119,7 +120,9 @@ def _finite(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_nifti(path) -> Volume:
-    """Read a 3D NIfTI file into a canonical `Volume`; label volumes come back with names.
+    """Read a 3D NIfTI file into a canonical `Volume`; label volumes come back with names (from the
+    file's label table, a labels.json beside it, or TotalSegmentator ids), and
+    ``source.details["note"]`` says what was odd about them ("" when nothing was).
 
     Raises FvlmInputError with one clear sentence for anything unusable.
     """
@@ -132,14 +135,20 @@ def read_nifti(path) -> Volume:
         raise FvlmInputError(f"{path.name}: the voxel-to-world affine is degenerate; the header is damaged.")
     reorientation = reorientation_for(affine, array_xyz.shape)
     array, canonical_affine = reorientation.to_canonical(array_xyz, affine)
-    names = label_names_from_extensions(header)
-    labels = None
+    names, names_from = label_names_from_extensions(header), "the file's label table"
+    sidecar = None if names else sidecar_path(path)
+    if sidecar is not None:
+        names, names_from = label_names_from_json(sidecar), sidecar.name
+    labels, details = None, {}
     present = label_values(array, header, declared=bool(names))
     if present is not None:
+        from ..anatomy.totalseg_classes import TOTAL_CLASSES
+
         array = np.ascontiguousarray(array) if array.flags.writeable else array.copy()
-        labels = {int(v): names.get(int(v), f"label {int(v)}") for v in present}
+        labels, note = name_labels(present, names, TOTAL_CLASSES)
+        details = {"label_names": names_from if names else "", "note": f"{path.name}: {note}" if note else ""}
     source = SourceInfo(path=str(path), format="nifti", affine=affine, reorientation=reorientation,
-                        header=header)
+                        header=header, details=details)
     return Volume(array, canonical_affine, source, labels)
 
 
