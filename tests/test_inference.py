@@ -95,8 +95,13 @@ def test_queries_reuse_the_encoded_ct(model, ct_and_masks, monkeypatch):
     assert analyzer.encode(ct, masks, key="ct-1") is encoded
     grounding = analyzer.ground(encoded, "consolidation")
     assert not calls
-    assert grounding.heatmap.values.shape == encoded.grid
-    assert 0 <= grounding.heatmap.values.min() and grounding.heatmap.values.max() == pytest.approx(1.0)
+    heatmap = grounding.heatmap
+    assert heatmap.values.shape == (encoded.fine.shape if encoded.fine is not None else encoded.grid)
+    # probabilities on the fixed [0, 1] scale, never rescaled: 0 outside the anatomies
+    assert 0 < heatmap.values[heatmap.inside].min() and heatmap.values.max() < 1
+    assert not heatmap.values[~heatmap.inside].any()
+    assert grounding.anatomy_scores[0][0] == grounding.peak_anatomy or \
+        grounding.anatomy_scores[0][1] == grounding.anatomy_scores[1][1]
 
 
 @pytest.mark.parametrize("query, allowed", [

@@ -14,6 +14,8 @@ import sys
 import pytest
 import torch
 
+from napari_fvlm.core.model.focal import focal_inputs
+
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.model import (
     ModelConfig, build_model, inference_context, interpolate_position_embedding,
@@ -24,6 +26,7 @@ from napari_fvlm.core.model.text import MINILM_HUB_ID, TextEncoder, resolve_text
 from napari_fvlm.core.model.vision import VisionTransformer3d
 
 DEMO = preset("demo")
+PLAIN = dataclasses.replace(DEMO, focal_features=0)  # the reference's pooling alone (no focal branch)
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +69,16 @@ def test_demo_shapes_and_unit_norms(demo_model):
     heart = _box_mask(2, (32, 64, 80), [(4, 20), (10, 40), (20, 60)])
     with inference_context("cpu"):
         levels, grid = demo_model.encode_image(images)
-        embeddings, valid = demo_model.pool(levels, grid, demo_model.token_masks({"heart": heart}))
-        dense = demo_model.dense_embeddings(levels, "heart")
+        channels = torch.rand(2, demo_model.focal.channels, 32, 64, 80)
+        focal = demo_model.pool_focal([focal_inputs(channels[b], heart[b][None]) for b in range(2)], ["heart"])
+        embeddings, valid = demo_model.pool(levels, grid, demo_model.token_masks({"heart": heart}), focal)
+        dense = demo_model.dense_embeddings(levels, "heart", focal["heart"])
         texts = demo_model.encode_text(["heart is enlarged", "no pleural effusion", "x"])
     assert grid == (4, 4, 5)
     assert len(levels) == len(DEMO.tap_blocks) + 1
     assert all(level.shape == (2, 80, DEMO.width) and level.dtype == torch.float32 for level in levels)
     assert embeddings["heart"].shape == (2, DEMO.embed_dim) and valid["heart"].tolist() == [True, True]
+    assert focal["heart"].shape == (2, 2 * DEMO.focal_features)
     assert dense.shape == (2, 80, DEMO.embed_dim) and texts.shape == (3, DEMO.embed_dim)
     for tensor in (embeddings["heart"], dense, texts):
         assert torch.allclose(tensor.norm(dim=-1), torch.ones(tensor.shape[:-1]), atol=1e-5)
@@ -105,7 +111,7 @@ def test_max_pool_stem_keeps_the_token_grid_and_sees_a_spot_in_its_own_token_onl
 
 def test_pooling_respects_masks_and_flags_empty_anatomies():
     torch.manual_seed(1)
-    pooling = AnatomyPooling(DEMO).eval()
+    pooling = AnatomyPooling(PLAIN).eval()
     grid = (2, 3, 4)
     levels = [torch.randn(2, 24, DEMO.width) for _ in range(4)]
     heart = torch.zeros(2, *grid, dtype=torch.bool)
@@ -128,7 +134,7 @@ def test_pooling_respects_masks_and_flags_empty_anatomies():
 def test_pooling_matches_torch_multihead_attention():
     """Our batched, masked attention equals nn.MultiheadAttention on the selected tokens alone."""
     torch.manual_seed(2)
-    pooling = AnatomyPooling(DEMO).eval()
+    pooling = AnatomyPooling(PLAIN).eval()
     reference = torch.nn.MultiheadAttention(DEMO.width, DEMO.pool_heads, batch_first=True).eval()
     reference.load_state_dict({k: v for k, v in pooling.attn.state_dict().items()})
     grid = (2, 2, 3)
@@ -147,7 +153,7 @@ def test_pooling_matches_torch_multihead_attention():
 
 def test_dense_embedding_is_the_pooled_embedding_of_a_single_token():
     torch.manual_seed(3)
-    pooling = AnatomyPooling(DEMO).eval()
+    pooling = AnatomyPooling(PLAIN).eval()
     grid = (1, 2, 3)
     tokens = torch.randn(1, 6, DEMO.width)
     levels = [tokens] * 4  # identical levels: attention over one location's copies is uniform

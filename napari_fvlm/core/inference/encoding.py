@@ -63,6 +63,7 @@ class FineVoxels:
     features: torch.Tensor  # (M, F) focal features
     masks: dict[str, np.ndarray]  # anatomy -> (M,) bool
     values: torch.Tensor  # (N, width) the value path of every token (pooling.value_tokens)
+    parts: dict = field(default_factory=dict)  # anatomy -> its text-independent parts (grounding.py)
 
 
 def token_grid_affine(input_affine: np.ndarray, patch_zyx) -> np.ndarray:

@@ -93,31 +93,41 @@ def fine_probabilities(model, encoded: EncodedCT, anatomy: str, positive, negati
 
     A voxel's embedding is the anatomy's projection of [its token's value path; its own focal
     features in both the mean and the soft-max slot]: what the anatomy embedding would be if it
-    pooled that voxel alone. The projection is split by linearity, so a voxel costs a few dot
-    products of length F instead of a projection to D.
+    pooled that voxel alone. The projection is split by linearity and each voxel's norm does not
+    depend on the text, so a query costs a gather and a dot product of length F per voxel.
     """
     fine = encoded.fine
-    chosen = fine.masks[anatomy]
-    projection = model.pooling.projections[model.pooling.anatomy_index(anatomy)]
-    width = fine.values.shape[1]
-    features_n = fine.features.shape[1]
+    token_part, focal_weight, tokens, features, norm = _fine_parts(model, fine, anatomy)
     with torch.inference_mode():
-        weight = projection.weight.float()
-        token_part = fine.values @ weight[:, :width].t() + projection.bias.float()  # (N, D)
-        focal_weight = weight[:, width:width + features_n] + weight[:, width + features_n:]  # (D, F)
-        tokens = torch.from_numpy(fine.token[chosen]).to(token_part.device)
-        features = fine.features[torch.from_numpy(chosen).to(fine.features.device)]  # (M, F)
-        norm2 = ((token_part ** 2).sum(1)[tokens] + 2 * (features * (token_part @ focal_weight)[tokens]).sum(1)
-                 + ((features @ (focal_weight.t() @ focal_weight)) * features).sum(1))
-        norm = norm2.clamp(min=1e-12).sqrt()
         cosines = []
         for text in (positive, negative):
             text = text.to(token_part.device).float()
             cosines.append(((token_part @ text)[tokens] + features @ (focal_weight.t() @ text)) / norm)
         values = _pair_probability(*cosines, float(model.temperature.detach())).cpu().numpy()
     out = np.zeros(int(np.prod(fine.shape)), np.float32)
-    out[fine.index[chosen]] = values
+    out[fine.index[fine.masks[anatomy]]] = values
     return out.reshape(fine.shape)
+
+
+def _fine_parts(model, fine, anatomy: str) -> tuple:
+    """(token part (N, D), focal weight (D, F), tokens (M,), features (M, F), norms (M,)) of an
+    anatomy's voxels: computed at its first map, kept with the encoding."""
+    if anatomy in fine.parts:
+        return fine.parts[anatomy]
+    chosen = fine.masks[anatomy]
+    projection = model.pooling.projections[model.pooling.anatomy_index(anatomy)]
+    width, count = fine.values.shape[1], fine.features.shape[1]
+    with torch.inference_mode():
+        weight = projection.weight.float()
+        token_part = fine.values @ weight[:, :width].t() + projection.bias.float()  # (N, D)
+        focal_weight = weight[:, width:width + count] + weight[:, width + count:]  # (D, F)
+        tokens = torch.from_numpy(fine.token[chosen]).to(token_part.device)
+        features = fine.features[torch.from_numpy(chosen).to(fine.features.device)]  # (M, F)
+        norm2 = ((token_part ** 2).sum(1)[tokens] + 2 * (features * (token_part @ focal_weight)[tokens]).sum(1)
+                 + ((features @ (focal_weight.t() @ focal_weight)) * features).sum(1))
+        parts = (token_part, focal_weight, tokens, features, norm2.clamp(min=1e-12).sqrt())
+    fine.parts[anatomy] = parts
+    return parts
 
 
 def probability_map(model, encoded: EncodedCT, name: str, pairs: dict[str, tuple], calibrate=None) -> Heatmap:

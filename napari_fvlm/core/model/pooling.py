@@ -101,8 +101,6 @@ class AnatomyPooling(nn.Module):
         An anatomy without tokens in a sample gets valid False and a zero embedding there.
         ``focal``: {anatomy: (B, 2F)} pooled focal features, required when the model has them.
         """
-        if self.focal_size and (focal is None or set(focal) < set(token_masks)):
-            raise ValueError("This model has a focal branch: pass each anatomy's pooled focal features.")
         if not token_masks:
             return {}, {}
         batch, tokens_per_level, _ = levels[0].shape
@@ -117,6 +115,8 @@ class AnatomyPooling(nn.Module):
                     "(batch, token grid); build it with token_mask() from a mask of the encoded input."
                 )
             masks.append(mask.reshape(batch, tokens_per_level).bool())
+        if self.focal_size and (focal is None or not set(token_masks) <= set(focal)):
+            raise ValueError("This model has a focal branch: pass each anatomy's pooled focal features.")
         allowed = torch.stack(masks, dim=1)  # (B, A, N)
         valid = allowed.any(dim=-1)  # (B, A)
         # Rows with no token would give NaN from softmax; let them see everything, then discard.
