@@ -30,6 +30,7 @@ class AnatomySource:
     path: str | None = None
     description: str = ""
     layer: str | None = None  # the Labels layer's name, when the masks came from one
+    layer_state: tuple | None = None  # that layer's (array, attributes): `labels` is made from it in the worker
 
 
 @dataclass
@@ -164,6 +165,12 @@ def run_analysis(request: AnalysisRequest, models: ModelCache, progress: Progres
     """Load the model (first, so a bad model fails fast), make the masks, encode and score the CT."""
     from ..core.inference.encoding import check_cancel
 
+    if request.anatomy.layer_state is not None and request.anatomy.labels is None:
+        from .._layers import layer_volume  # naming the labels scans the whole mask: not on the GUI thread
+
+        data, attributes = request.anatomy.layer_state
+        request.anatomy = replace(request.anatomy, labels=layer_volume(data, attributes, is_labels=True),
+                                  layer_state=None)
     analyzer = load_with_progress(models, request, progress)
     check_cancel(cancel)
     masks_end = 0.6 if request.anatomy.kind == "totalseg" else 0.15

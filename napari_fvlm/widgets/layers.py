@@ -35,8 +35,10 @@ def heatmap_peak_ras(heatmap) -> list[float]:
 
 
 def _attributes(layer) -> dict:
-    return {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate,
-            "features": getattr(layer, "features", None)}
+    """A snapshot of the layer state `layer_volume` reads (safe to hand to a worker)."""
+    features = getattr(layer, "features", None)
+    return {"metadata": dict(layer.metadata), "scale": np.array(layer.scale), "translate": np.array(layer.translate),
+            "features": features.copy() if features is not None else None}
 
 
 class LayerWiring:
@@ -72,13 +74,13 @@ class LayerWiring:
             raise FvlmInputError(f"'{layer.name}' is a colour image; the analysis needs a CT in HU.")
         return layer_volume(np.asarray(layer.data), _attributes(layer))
 
-    def labels_volume(self, layer) -> Volume:
-        """The masks a Labels layer shows, named from its features (index, name)."""
+    def labels_state(self, layer) -> tuple[np.ndarray, dict]:
+        """A Labels layer's array and attributes, checked; the worker names its labels (a full scan)."""
         if layer is None:
             raise FvlmInputError("Choose the Labels layer that holds the anatomy masks, "
                                  "or another anatomy source.")
         self._check_volume_layer(layer, "mask")
-        return layer_volume(np.asarray(layer.data), _attributes(layer), is_labels=True)
+        return np.asarray(layer.data), _attributes(layer)
 
     def analysis_request(self, choices) -> AnalysisRequest:
         """The analysis request for the form's choices (`InputChoices`); refuses unusable inputs."""
@@ -86,7 +88,7 @@ class LayerWiring:
         ct = self.ct_volume(ct_layer)
         if choices.anatomy_kind == "labels":
             layer = self.find(choices.labels_layer)
-            anatomy = AnatomySource("labels", labels=self.labels_volume(layer),
+            anatomy = AnatomySource("labels", layer_state=self.labels_state(layer),
                                     description=f"Labels layer '{layer.name}'", layer=layer.name)
         elif choices.anatomy_kind == "file":
             if not choices.mask_path:
@@ -114,22 +116,33 @@ class LayerWiring:
         return [layer for layer in self.viewer.layers if HEATMAP_KEY in layer.metadata]
 
     def show_heatmap(self, shown, kind: str, threshold: float, keep_previous: bool):
-        """Show a `jobs.ShownMap` as an additive Image layer, reusing the layer of the same name."""
+        """Show a `jobs.ShownMap` as an additive Image layer, reusing the layer of the same name.
+
+        Without ``keep_previous`` the one heatmap layer is refilled and renamed rather than
+        replaced: removing a layer makes napari collect garbage on the GUI thread (~0.5 s).
+        """
         name = shown.name
         scale, translate = display_scale_translate(shown.affine)
-        if not keep_previous:
-            for other in self.heatmap_layers():
-                if other.name != name:
-                    self.viewer.layers.remove(other)
         layer = self.find(name)
+        if not keep_previous:
+            others = [other for other in self.heatmap_layers() if other.name != name]
+            if layer is None and others:
+                layer = others.pop(0)
+                layer.name = name
+            for other in others:
+                self.viewer.layers.remove(other)
         limits = (min(float(threshold), 0.99), 1.0)
         if layer is not None and HEATMAP_KEY in layer.metadata:
-            layer.scale, layer.translate = scale, translate
+            # maps of one CT share their grid: set only what changed, each change redraws every view
+            if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
+                layer.scale, layer.translate = scale, translate
             layer.data = shown.values
-            layer.contrast_limits = limits
+            if not np.allclose(layer.contrast_limits, limits):
+                layer.contrast_limits = limits
             layer.metadata[HEATMAP_KEY] = kind
             layer.metadata["fvlm_affine"] = np.asarray(shown.affine, float).copy()
-            layer.visible = True
+            if not layer.visible:
+                layer.visible = True
             return layer
         return self.viewer.add_image(
             shown.values, name=name, scale=scale, translate=translate, colormap=HEATMAP_COLORMAP,

@@ -50,6 +50,8 @@ class PanelView(QWidget):
         self.notice = QLabel(f"<b>⚠ {NOTICE}</b> <a style='color: #8ab4f8;' href='{model_card_link()}'>Model card</a>")
         self.notice.setOpenExternalLinks(True)
         self.notice.setStyleSheet("color: #f0b429;")
+        self.open_ct = QPushButton("Open CT…")
+        self.open_ct.setToolTip("Read a NIfTI file or DICOM folder in the background (the window stays responsive)")
         self.three_planes = QPushButton("Three planes")
         self.three_planes.setCheckable(True)
         self.three_planes.setToolTip("Axial, coronal and sagittal views side by side, linked; "
@@ -91,7 +93,7 @@ class PanelView(QWidget):
         self.cursor.setToolTip("Value under the mouse: Hounsfield units and anatomy")
 
         layout = QVBoxLayout(self)
-        layout.addLayout(_row(self.notice, self.three_planes))
+        layout.addLayout(_row(self.notice, self.open_ct, self.three_planes))
         layout.addWidget(self.inputs)
         layout.addLayout(_row(self.analyze, self.cancel, self.progress))
         layout.addWidget(self.status)

@@ -6,6 +6,8 @@ Each user action starts at most one worker; each worker outcome has a named cont
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import QScrollArea, QStyle, QVBoxLayout, QWidget
 
@@ -36,6 +38,7 @@ class FvlmPanel(QWidget):
         self.wiring = LayerWiring(napari_viewer)
         self.layout_of_views = ViewerLayout.of(napari_viewer)
         self._pending_finding: tuple[str, str] | None = None  # the last row chosen while a job ran
+        self._opening = None  # the worker reading a CT, while it runs
         self.runner = Runner()
         self.models = ModelCache()
         self.progress = ProgressReport(self.view.progress)
@@ -68,6 +71,7 @@ class FvlmPanel(QWidget):
         view.threshold.valueChanged.connect(self._on_threshold)
         view.anatomy.visibility_changed.connect(self._on_anatomy_visibility)
         view.three_planes.toggled.connect(self.show_three_planes)
+        view.open_ct.clicked.connect(self._ask_open_ct)
         for name, button in view.presets.items():
             button.clicked.connect(lambda _=False, n=name: self.apply_window(n))
         view.export_findings.clicked.connect(self._ask_export_findings)
@@ -81,6 +85,24 @@ class FvlmPanel(QWidget):
     def refresh_layer_choices(self, *_event) -> None:
         self.view.inputs.set_layer_names([layer.name for layer in self.wiring.ct_candidates()],
                                          [layer.name for layer in self.wiring.labels_candidates()])
+
+    def open_ct(self, path) -> None:
+        """Read a CT in the background and add it as a layer (drag-and-drop reads on the GUI thread)."""
+        from .background_open import open_in_background
+
+        self.view.say(f"Opening {path}…")
+        self._opening = open_in_background(self.viewer, path, self._ct_opened, self._refuse)
+
+    def _ct_opened(self, layers) -> None:
+        if not self.state.closed and layers:
+            self.view.inputs.select(ct=layers[0].name)
+            self.view.say(f"Opened {layers[0].name}.")
+
+    def _ask_open_ct(self) -> None:
+        path = dialogs.ask_open_path(self, "Open a CT (NIfTI file; for a DICOM series choose any of its files)",
+                                     "CT (*.nii.gz *.nii *.dcm);;All files (*)")
+        if path:
+            self.open_ct(str(Path(path).parent) if path.lower().endswith(".dcm") else path)  # a series: its folder
 
     # --- analysis -------------------------------------------------------------------------------
     def analyze(self) -> bool:

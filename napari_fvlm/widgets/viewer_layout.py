@@ -21,7 +21,6 @@ LEFT_BUTTON = 1
 CLICK_PIXELS = 3.0  # a press and release closer than this is a click, not a drag
 SIDE_STRETCH = (3, 2)  # axial : (coronal over sagittal) widths
 
-LAYOUT_ATTRIBUTE = "_fvlm_viewer_layout"
 
 
 def make_point_click(target_viewer):
@@ -58,7 +57,8 @@ def main_window(viewer):
     """The viewer's Qt main window (napari offers no public handle for a layout to build on)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return viewer.window._qt_window
+        window = viewer.window._qt_window
+    return getattr(window, "__wrapped__", window)  # inside a plugin napari hands out a proxy
 
 
 def _install_mouse(model, target_viewer) -> None:
@@ -66,10 +66,12 @@ def _install_mouse(model, target_viewer) -> None:
         model.mouse_drag_callbacks.append(callback)
 
 
-class ViewerLayout:
-    """One per napari window: the axial overlay, the mouse tools, and the optional side planes."""
+class ViewerLayout(QObject):
+    """One per napari window (a child of it, so it lives and dies with it): the axial overlay, the
+    mouse tools, and the optional side planes."""
 
     def __init__(self, viewer) -> None:
+        super().__init__(main_window(viewer))
         self.viewer = viewer
         self.planes = None  # ThreePlanes, made the first time it is shown
         self.overlay = PlaneOverlay(viewer, main_qt_viewer(viewer).canvas.native)
@@ -80,12 +82,8 @@ class ViewerLayout:
     @classmethod
     def of(cls, viewer) -> "ViewerLayout":
         """The layout of ``viewer``'s window (made once, shared by every panel of that window)."""
-        window = main_window(viewer)
-        layout = getattr(window, LAYOUT_ATTRIBUTE, None)
-        if layout is None:
-            layout = cls(viewer)
-            setattr(window, LAYOUT_ATTRIBUTE, layout)
-        return layout
+        layout = main_window(viewer).findChild(cls)
+        return layout if layout is not None else cls(viewer)
 
     def close(self) -> None:
         """The window closes: close the extra canvases too (napari closes only its own)."""
