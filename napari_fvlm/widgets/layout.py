@@ -93,7 +93,8 @@ class PanelView(QWidget):
         self.cursor.setToolTip("Value under the mouse: Hounsfield units and anatomy")
 
         layout = QVBoxLayout(self)
-        layout.addLayout(_row(self.notice, self.open_ct, self.three_planes))
+        layout.addWidget(self.notice)
+        layout.addLayout(_row(self.open_ct, self.three_planes))
         layout.addWidget(self.inputs)
         layout.addLayout(_row(self.analyze, self.cancel, self.progress))
         layout.addWidget(self.status)

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QTimer
 
 from .canvas_overlay import PlaneOverlay
 from .mouse_window import make_window_drag
@@ -108,11 +108,12 @@ class ViewerLayout(QObject):
                 _install_mouse(view.model, self.viewer)
             central = main_window(self.viewer).centralWidget().layout()
             central.addWidget(self.planes)
-            central.setStretch(0, SIDE_STRETCH[0])
+            central.setStretch(central.indexOf(main_qt_viewer(self.viewer)), SIDE_STRETCH[0])
             central.setStretch(central.indexOf(self.planes), SIDE_STRETCH[1])
         if self.planes is not None:
             self.planes.setVisible(shown)
         self.overlay.set_crosshair(shown)
+        QTimer.singleShot(50, self.viewer.reset_view)  # fit the data to the canvases' new sizes
 
     def overlays(self) -> dict[str, PlaneOverlay]:
         """{"axial": ..., "coronal": ..., "sagittal": ...} for the views on screen."""
