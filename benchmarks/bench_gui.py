@@ -131,7 +131,8 @@ def main() -> None:
           "shorter largest gap")
     for action, gap in gaps.items():
         ok = "ok" if gap < TARGET_S else "MISSED"
-        print(f"largest GUI gap, {action}, all cores busy: {gap * 1000:.0f} ms (target < {TARGET_S * 1000:.0f} ms) {ok}")
+        print(f"largest GUI gap, {action}, all cores busy: {gap * 1000:.0f} ms "
+              f"(target < {TARGET_S * 1000:.0f} ms) {ok}")
     sys.stdout.flush()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 PANEL = "fVLM analysis"
 SCREEN_SHARE = 0.92  # of the available screen the demo window takes
 MIN_SIZE = (1280, 800)
+THREE_PLANES_MIN_WIDTH = 1700  # px of window: narrower, three planes would each be a strip
 
 
 def fit_window(viewer) -> tuple[int, int]:
@@ -24,12 +25,13 @@ def fit_window(viewer) -> tuple[int, int]:
 
 
 def open_demo(seed: int = 0, analyze: bool = True, viewer=None, model: str | None = None,
-              three_planes: bool = True):
+              three_planes: bool | None = None):
     """Load phantom ``seed`` into ``viewer`` (a new one by default) and dock the panel with the
     phantom's CT and masks selected; start the analysis when ``analyze``. Returns (viewer, panel).
 
     ``model`` is a checkpoint folder to select instead of the bundled demo weights. The window
-    takes most of the screen and shows the axial, coronal and sagittal planes with the masks.
+    takes most of the screen and shows the masks; ``three_planes`` (default: when the window is
+    at least `THREE_PLANES_MIN_WIDTH` wide) adds the coronal and sagittal views.
     """
     import napari
 
@@ -37,7 +39,9 @@ def open_demo(seed: int = 0, analyze: bool = True, viewer=None, model: str | Non
 
     if viewer is None:
         viewer = napari.Viewer(title="napari-fvlm demo")
-    fit_window(viewer)
+    width, _height = fit_window(viewer)
+    if three_planes is None:
+        three_planes = width >= THREE_PLANES_MIN_WIDTH
     layers = {}
     for data, kwargs, kind in chest_ct_phantom(seed):
         layers[kind if kind == "image" else kwargs["name"]] = getattr(viewer, f"add_{kind}")(data, **kwargs)
