@@ -1,7 +1,8 @@
-"""Retake docs/images/panel.png: the demo on a held-out phantom, analysed, one query grounded.
+"""Retake the panel's screenshots in docs/images: the first screen of `fvlm demo` (analysis done,
+the most probable finding's heatmap shown) and the three planes after a query.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/panel_screenshot.py \
-        --seed 20001 --query "enlarged heart" --out docs/images/panel.png
+        --seed 20001 --query "enlarged heart"
 
 The seed should be a held-out one (20000 and up: never trained on). Runs the real panel with
 the bundled demo weights; a shown napari window is needed (off-screen Qt renders black).
@@ -22,29 +23,39 @@ def wait_until(app, done, timeout_s: float) -> None:
         time.sleep(0.02)
 
 
+def settle(app, seconds: float = 1.0) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=20001)
     parser.add_argument("--query", default="enlarged heart")
-    parser.add_argument("--out", default="docs/images/panel.png")
+    parser.add_argument("--first-screen", default="docs/images/demo-first-screen.png")
+    parser.add_argument("--planes", default="docs/images/three-planes.png")
     args = parser.parse_args()
 
     from qtpy.QtWidgets import QApplication
 
     from napari_fvlm.demo import open_demo
+    from napari_fvlm.widgets.viewer_layout import main_window
 
-    viewer, panel = open_demo(seed=args.seed)
-    viewer.window.resize(1500, 950)
-    viewer.window.show()
+    viewer, panel = open_demo(seed=args.seed)  # sized to the screen, three planes, analysis started
+    window = main_window(viewer)
+    window.show()
     app = QApplication.instance()
-    wait_until(app, lambda: panel.state.result is not None and not panel.runner.busy, 300)
+    wait_until(app, lambda: panel.state.result is not None and not panel.runner.busy, 600)
+    settle(app)
+    window.grab().save(args.first_screen)
+    print(f"first screen written to {args.first_screen}")
     panel.ask(args.query)
     wait_until(app, lambda: not panel.runner.busy and args.query in panel.state.history, 120)
-    for _ in range(50):
-        app.processEvents()
-        time.sleep(0.02)
-    viewer.window._qt_window.grab().save(args.out)
-    print(f"screenshot written to {args.out}")
+    settle(app)
+    window.grab().save(args.planes)
+    print(f"three planes written to {args.planes}")
     viewer.close()
 
 

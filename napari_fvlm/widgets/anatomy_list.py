@@ -57,6 +57,9 @@ class AnatomyList(QWidget):
             if item.data(ID_ROLE) == label_id:
                 item.setCheckState(Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
 
+    def all_ids(self) -> list[int]:
+        return [int(self.view.item(r).data(ID_ROLE)) for r in range(self.view.count())]
+
     def visible_ids(self) -> list[int]:
         return [int(self.view.item(r).data(ID_ROLE)) for r in range(self.view.count())
                 if self.view.item(r).checkState() == Qt.CheckState.Checked]

@@ -12,3 +12,8 @@ def ask_folder(parent, title: str) -> str | None:
 def ask_save_path(parent, title: str, suggested: str, file_filter: str) -> str | None:
     path, _ = QFileDialog.getSaveFileName(parent, title, suggested, file_filter)
     return path or None
+
+
+def ask_open_path(parent, title: str, file_filter: str) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(parent, title, "", file_filter)
+    return path or None

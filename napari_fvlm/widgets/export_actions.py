@@ -96,12 +96,18 @@ def write_masks(path, result: AnalysisResult) -> Path:
     return write_nifti(result.labels, path)
 
 
-def write_screenshot(viewer, path, sources: Iterable[str | None] = ()) -> Path:
-    """The whole napari window (canvas, layer list and panels) as PNG."""
-    import imageio.v3 as iio
-
+def check_screenshot_path(path, sources: Iterable[str | None] = ()) -> Path:
+    """The resolved PNG path, refused when it is a source file or not a .png name."""
     path = refuse_sources(path, sources)
     if path.suffix.lower() != ".png":
         raise FvlmInputError(f"{path.name}: screenshots are saved as PNG; end the name in .png.")
-    image = viewer.screenshot(canvas_only=False, flash=False)
+    return path
+
+
+def write_png(path, image, sources: Iterable[str | None] = ()) -> Path:
+    """An RGB(A) image array as a PNG file (encoding is the slow part: run it off the GUI thread)."""
+    import imageio.v3 as iio
+
+    path = check_screenshot_path(path, sources)
     return write_atomic(path, iio.imwrite("<bytes>", image, extension=".png"))
+

@@ -8,8 +8,11 @@ inside the worker thread, so opening the panel stays fast.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Callable
+
+import numpy as np
 
 from ..core.errors import FvlmInputError
 from ..core.volume import Volume
@@ -27,6 +30,7 @@ class AnatomySource:
     path: str | None = None
     description: str = ""
     layer: str | None = None  # the Labels layer's name, when the masks came from one
+    layer_state: tuple | None = None  # that layer's (array, attributes): `labels` is made from it in the worker
 
 
 @dataclass
@@ -50,6 +54,19 @@ class AnalysisResult:
     encoded: object  # core.inference.encoding.EncodedCT
     analysis: object  # core.inference.analyzer.Analysis
     model_info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShownMap:
+    """A heatmap as shown: its values on a grid whose world extent is exactly the CT's, so adding
+    it never widens napari's sliders. Same spacing as the heatmap (nearest token: values are the
+    model's own), zero where the heatmap does not reach. Exports use the heatmap itself."""
+
+    name: str
+    values: np.ndarray  # (z, y, x) float32
+    affine: np.ndarray  # voxel -> RAS mm, same directions as the CT's
+    heatmap: object  # the core.inference.grounding.Heatmap it shows
+    finding: tuple[str, str] | None = None  # (anatomy, finding) for a scored finding's map
 
 
 @dataclass(frozen=True)
@@ -111,14 +128,50 @@ def anatomy_provider(source: AnatomySource, device: str):
     raise FvlmInputError(f"Unknown anatomy source {source.kind!r}; choose one of {', '.join(ANATOMY_KINDS)}.")
 
 
+LOADING_SHARE = 0.05  # of the progress bar, approached while the model loads
+HEARTBEAT_S = 0.5
+
+
+def load_with_progress(models: ModelCache, request: AnalysisRequest, progress: Progress | None):
+    """The request's model, saying every half second what loading is doing and for how long.
+
+    A first load imports torch and reads the weights and text encoder (tens of seconds on a busy
+    CPU); the bar creeps towards `LOADING_SHARE` so the wait is visibly alive.
+    """
+    if progress is None:
+        return models.get(request.model_source, request.device)
+    stage, stop, start = ["importing torch"], threading.Event(), time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            elapsed = time.monotonic() - start
+            progress(LOADING_SHARE * (1 - np.exp(-elapsed / 15)), f"loading the model: {stage[0]} ({elapsed:.0f} s)")
+
+    progress(0.0, "loading the model")
+    heartbeat = threading.Thread(target=beat, name="fvlm-loading-progress", daemon=True)
+    heartbeat.start()
+    try:
+        import torch  # noqa: F401  (the longest part of a first load, named as such)
+
+        stage[0] = "reading the weights"
+        return models.get(request.model_source, request.device)
+    finally:
+        stop.set()
+        heartbeat.join()
+
+
 def run_analysis(request: AnalysisRequest, models: ModelCache, progress: Progress | None = None,
                  cancel: threading.Event | None = None) -> AnalysisResult:
     """Load the model (first, so a bad model fails fast), make the masks, encode and score the CT."""
     from ..core.inference.encoding import check_cancel
 
-    if progress is not None:
-        progress(0.0, "loading the model")
-    analyzer = models.get(request.model_source, request.device)
+    if request.anatomy.layer_state is not None and request.anatomy.labels is None:
+        from .._layers import layer_volume  # naming the labels scans the whole mask: not on the GUI thread
+
+        data, attributes = request.anatomy.layer_state
+        request.anatomy = replace(request.anatomy, labels=layer_volume(data, attributes, is_labels=True),
+                                  layer_state=None)
+    analyzer = load_with_progress(models, request, progress)
     check_cancel(cancel)
     masks_end = 0.6 if request.anatomy.kind == "totalseg" else 0.15
     provider = anatomy_provider(request.anatomy, request.device)
@@ -131,9 +184,31 @@ def run_analysis(request: AnalysisRequest, models: ModelCache, progress: Progres
     return AnalysisResult(request, labels, analyzer, encoded, analysis, model_info)
 
 
+def shown_map(heatmap, ct: Volume, name: str | None = None) -> ShownMap:
+    """``heatmap`` on a grid covering exactly the CT's field of view, at about its own spacing."""
+    from ..core.geometry import spacing_xyz
+    from ..core.resample import grid_affine, resample
+
+    shape_zyx = np.asarray(ct.array.shape, float)
+    extent_zyx = spacing_xyz(ct.affine)[::-1] * shape_zyx
+    _affine, counts = grid_affine(ct.affine, ct.array.shape, spacing_xyz(heatmap.affine)[::-1])
+    affine, shape = grid_affine(ct.affine, ct.array.shape, extent_zyx / np.asarray(counts, float))
+    values = resample(np.asarray(heatmap.values, np.float32), heatmap.affine, affine, shape, order=0,
+                      cval=0.0, output_dtype=np.float32)
+    return ShownMap(name or heatmap.name, values, affine, heatmap)
+
+
+def run_finding(result: AnalysisResult, anatomy: str, finding: str) -> ShownMap:
+    """One scored finding's heatmap, ready to show (a dot product and a small resample)."""
+    heatmap = result.analyzer.finding_heatmap(result.encoded, anatomy, finding)
+    return replace(shown_map(heatmap, result.request.ct), finding=(anatomy, finding))
+
+
 def run_query(result: AnalysisResult, text: str):
-    """Ground a free-text query on an analysed CT (tokens are cached: tens of milliseconds)."""
-    return result.analyzer.ground(result.encoded, text)
+    """Ground a free-text query on an analysed CT (tokens are cached: tens of milliseconds);
+    returns the grounding and its heatmap ready to show."""
+    grounding = result.analyzer.ground(result.encoded, text)
+    return grounding, shown_map(grounding.heatmap, result.request.ct, grounding.text)
 
 
 def guarded(job: Callable, *args, **kwargs):

@@ -1,8 +1,9 @@
 """Layer wiring: volumes out of napari layers, heatmap and anatomy layers into the viewer.
 
 napari's world is LPS millimetres in (z, y, x) order (core/geometry.py), so a RAS point
-[x, y, z] sits at world (z, -y, -x). Heatmaps are shown at token resolution with a scale and
-translate; napari interpolates them on the GPU, nothing is upsampled here.
+[x, y, z] sits at world (z, -y, -x). Heatmaps are shown at about their own resolution with a
+scale and translate, on a grid whose extent is the CT's (`jobs.shown_map`, made in a worker) so
+the sliders never move when one is added; napari interpolates them on the GPU.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def heatmap_peak_ras(heatmap) -> list[float]:
 
 
 def _attributes(layer) -> dict:
-    return {"metadata": layer.metadata, "scale": layer.scale, "translate": layer.translate,
-            "features": getattr(layer, "features", None)}
+    """A snapshot of the layer state `layer_volume` reads (safe to hand to a worker)."""
+    features = getattr(layer, "features", None)
+    return {"metadata": dict(layer.metadata), "scale": np.array(layer.scale), "translate": np.array(layer.translate),
+            "features": features.copy() if features is not None else None}
 
 
 class LayerWiring:
@@ -71,13 +74,13 @@ class LayerWiring:
             raise FvlmInputError(f"'{layer.name}' is a colour image; the analysis needs a CT in HU.")
         return layer_volume(np.asarray(layer.data), _attributes(layer))
 
-    def labels_volume(self, layer) -> Volume:
-        """The masks a Labels layer shows, named from its features (index, name)."""
+    def labels_state(self, layer) -> tuple[np.ndarray, dict]:
+        """A Labels layer's array and attributes, checked; the worker names its labels (a full scan)."""
         if layer is None:
             raise FvlmInputError("Choose the Labels layer that holds the anatomy masks, "
                                  "or another anatomy source.")
         self._check_volume_layer(layer, "mask")
-        return layer_volume(np.asarray(layer.data), _attributes(layer), is_labels=True)
+        return np.asarray(layer.data), _attributes(layer)
 
     def analysis_request(self, choices) -> AnalysisRequest:
         """The analysis request for the form's choices (`InputChoices`); refuses unusable inputs."""
@@ -85,7 +88,7 @@ class LayerWiring:
         ct = self.ct_volume(ct_layer)
         if choices.anatomy_kind == "labels":
             layer = self.find(choices.labels_layer)
-            anatomy = AnatomySource("labels", labels=self.labels_volume(layer),
+            anatomy = AnatomySource("labels", layer_state=self.labels_state(layer),
                                     description=f"Labels layer '{layer.name}'", layer=layer.name)
         elif choices.anatomy_kind == "file":
             if not choices.mask_path:
@@ -112,26 +115,39 @@ class LayerWiring:
     def heatmap_layers(self) -> list:
         return [layer for layer in self.viewer.layers if HEATMAP_KEY in layer.metadata]
 
-    def show_heatmap(self, heatmap, name: str, kind: str, threshold: float, keep_previous: bool):
-        """Show a token-grid heatmap as an additive Image layer, reusing the layer of the same name."""
-        scale, translate = display_scale_translate(heatmap.affine)
-        if not keep_previous:
-            for other in self.heatmap_layers():
-                if other.name != name:
-                    self.viewer.layers.remove(other)
+    def show_heatmap(self, shown, kind: str, threshold: float, keep_previous: bool):
+        """Show a `jobs.ShownMap` as an additive Image layer, reusing the layer of the same name.
+
+        Without ``keep_previous`` the one heatmap layer is refilled and renamed rather than
+        replaced: removing a layer makes napari collect garbage on the GUI thread (~0.5 s).
+        """
+        name = shown.name
+        scale, translate = display_scale_translate(shown.affine)
         layer = self.find(name)
+        if not keep_previous:
+            others = [other for other in self.heatmap_layers() if other.name != name]
+            if layer is None and others:
+                layer = others.pop(0)
+                layer.name = name
+            for other in others:
+                self.viewer.layers.remove(other)
         limits = (min(float(threshold), 0.99), 1.0)
         if layer is not None and HEATMAP_KEY in layer.metadata:
-            layer.scale, layer.translate = scale, translate
-            layer.data = heatmap.values
-            layer.contrast_limits = limits
+            # maps of one CT share their grid: set only what changed, each change redraws every view
+            if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
+                layer.scale, layer.translate = scale, translate
+            layer.data = shown.values
+            if not np.allclose(layer.contrast_limits, limits):
+                layer.contrast_limits = limits
             layer.metadata[HEATMAP_KEY] = kind
-            layer.visible = True
+            layer.metadata["fvlm_affine"] = np.asarray(shown.affine, float).copy()
+            if not layer.visible:
+                layer.visible = True
             return layer
         return self.viewer.add_image(
-            heatmap.values, name=name, scale=scale, translate=translate, colormap=HEATMAP_COLORMAP,
+            shown.values, name=name, scale=scale, translate=translate, colormap=HEATMAP_COLORMAP,
             blending="additive", opacity=HEATMAP_OPACITY, contrast_limits=limits, interpolation2d="linear",
-            metadata={HEATMAP_KEY: kind, "fvlm_affine": np.asarray(heatmap.affine, float).copy()})
+            metadata={HEATMAP_KEY: kind, "fvlm_affine": np.asarray(shown.affine, float).copy()})
 
     def set_heatmap_threshold(self, threshold: float) -> None:
         for layer in self.heatmap_layers():
@@ -146,8 +162,11 @@ class LayerWiring:
         layer.data, layer.features = data, kwargs["features"]
         return layer
 
-    def set_labels_visible(self, layer, visible_ids) -> None:
-        """Show only the labels in ``visible_ids``, keeping each label's own colour."""
+    def set_labels_visible(self, layer, visible_ids, all_ids) -> None:
+        """Show only the labels in ``visible_ids`` of ``all_ids``, keeping each label's own colour.
+
+        The ids come from the anatomy list (named when the masks were read): no scan of the volume.
+        """
         from napari.utils.colormaps import CyclicLabelColormap, DirectLabelColormap
 
         original = layer.metadata.get("fvlm_label_colormap")
@@ -156,17 +175,12 @@ class LayerWiring:
             if not isinstance(original, (CyclicLabelColormap, DirectLabelColormap)):
                 return
             layer.metadata["fvlm_label_colormap"] = original
-        ids = [int(i) for i in self.label_names(layer)]
+        ids = [int(i) for i in all_ids]
         colors = original.map(np.asarray(ids, dtype=layer.data.dtype)) if ids else []
         shown = {int(i) for i in visible_ids}
         color_dict = {None: HIDDEN, 0: HIDDEN}
         color_dict.update({i: (c if i in shown else HIDDEN) for i, c in zip(ids, colors)})
         layer.colormap = DirectLabelColormap(color_dict=color_dict)
-
-    @staticmethod
-    def label_names(layer) -> dict[int, str]:
-        """{id: name} of the labels present in a Labels layer."""
-        return layer_volume(np.asarray(layer.data), _attributes(layer), is_labels=True).labels or {}
 
     def jump_to(self, ras_xyz) -> float:
         """Move the axial slider to a RAS point's slice; returns the napari world z."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSlider, QTabWidget,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSlider,
+                            QTabWidget, QVBoxLayout, QWidget)
 
 from ..core.windows import WINDOW_PRESETS
 from .anatomy_list import AnatomyList
@@ -17,6 +17,7 @@ from .results_table import ResultsTable
 NOTICE = "Research use only — not for diagnosis."
 MODEL_CARD = "docs/model-card.md"
 DEFAULT_THRESHOLD = 0.4
+ANATOMY_COLUMN_MAX = 220  # px
 
 
 def model_card_link() -> str:
@@ -49,6 +50,12 @@ class PanelView(QWidget):
         self.notice = QLabel(f"<b>⚠ {NOTICE}</b> <a style='color: #8ab4f8;' href='{model_card_link()}'>Model card</a>")
         self.notice.setOpenExternalLinks(True)
         self.notice.setStyleSheet("color: #f0b429;")
+        self.open_ct = QPushButton("Open CT…")
+        self.open_ct.setToolTip("Read a NIfTI file or DICOM folder in the background (the window stays responsive)")
+        self.three_planes = QPushButton("Three planes")
+        self.three_planes.setCheckable(True)
+        self.three_planes.setToolTip("Axial, coronal and sagittal views side by side, linked; "
+                                     "click again for one big view")
         self.inputs = InputsForm()
         self.analyze = QPushButton("Analyze")
         self.analyze.setToolTip("Score every anatomy for every finding (runs in the background)")
@@ -61,6 +68,10 @@ class PanelView(QWidget):
         self.status.setWordWrap(True)
         self.table = ResultsTable()
         self.table.setMinimumHeight(180)
+        # anatomy names as wide as they are (up to a limit; longer ones are elided, with a tooltip)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setMaximumSectionSize(ANATOMY_COLUMN_MAX)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.query = QueryBox()
         self.presets = {name: QPushButton(name) for name in WINDOW_PRESETS}
         for name, button in self.presets.items():
@@ -83,6 +94,7 @@ class PanelView(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.notice)
+        layout.addLayout(_row(self.open_ct, self.three_planes))
         layout.addWidget(self.inputs)
         layout.addLayout(_row(self.analyze, self.cancel, self.progress))
         layout.addWidget(self.status)

@@ -6,18 +6,21 @@ Each user action starts at most one worker; each worker outcome has a named cont
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qtpy.QtCore import QSize, Qt, QTimer
 from qtpy.QtWidgets import QScrollArea, QStyle, QVBoxLayout, QWidget
 
 from ..core.errors import FvlmInputError
 from ..core.inference import models as model_sources
 from . import dialogs, export_actions
-from .jobs import ModelCache, run_analysis, run_query
+from .jobs import ModelCache, run_analysis, run_finding, run_query
 from .layers import LayerWiring, heatmap_peak_ras
 from .layout import PanelView
 from .progress_report import ProgressReport
 from .runner import CloseWatcher, Continuations, Runner
 from .state import PanelState
+from .viewer_layout import ViewerLayout
 from .window_presets import apply_window
 
 CLOSE_WAIT_S = 2.0
@@ -32,6 +35,9 @@ class FvlmPanel(QWidget):
         self.state = PanelState()
         self.view = PanelView()
         self.wiring = LayerWiring(napari_viewer)
+        self.layout_of_views = ViewerLayout.of(napari_viewer)
+        self._pending_finding: tuple[str, str] | None = None  # the last row chosen while a job ran
+        self._opening = None  # the worker reading a CT, while it runs
         self.runner = Runner()
         self.models = ModelCache()
         self.progress = ProgressReport(self.view.progress)
@@ -62,6 +68,8 @@ class FvlmPanel(QWidget):
         view.query.history_chosen.connect(self.show_query)
         view.threshold.valueChanged.connect(self._on_threshold)
         view.anatomy.visibility_changed.connect(self._on_anatomy_visibility)
+        view.three_planes.toggled.connect(self.show_three_planes)
+        view.open_ct.clicked.connect(self._ask_open_ct)
         for name, button in view.presets.items():
             button.clicked.connect(lambda _=False, n=name: self.apply_window(n))
         view.export_findings.clicked.connect(self._ask_export_findings)
@@ -75,6 +83,24 @@ class FvlmPanel(QWidget):
     def refresh_layer_choices(self, *_event) -> None:
         self.view.inputs.set_layer_names([layer.name for layer in self.wiring.ct_candidates()],
                                          [layer.name for layer in self.wiring.labels_candidates()])
+
+    def open_ct(self, path) -> None:
+        """Read a CT in the background and add it as a layer (drag-and-drop reads on the GUI thread)."""
+        from .background_open import open_in_background
+
+        self.view.say(f"Opening {path}…")
+        self._opening = open_in_background(self.viewer, path, self._ct_opened, self._refuse)
+
+    def _ct_opened(self, layers) -> None:
+        if not self.state.closed and layers:
+            self.view.inputs.select(ct=layers[0].name)
+            self.view.say(f"Opened {layers[0].name}.")
+
+    def _ask_open_ct(self) -> None:
+        path = dialogs.ask_open_path(self, "Open a CT (NIfTI file; for a DICOM series choose any of its files)",
+                                     "CT (*.nii.gz *.nii *.dcm);;All files (*)")
+        if path:
+            self.open_ct(str(Path(path).parent) if path.lower().endswith(".dcm") else path)  # a series: its folder
 
     # --- analysis -------------------------------------------------------------------------------
     def analyze(self) -> bool:
@@ -115,6 +141,9 @@ class FvlmPanel(QWidget):
         self.view.say(f"Scored {len(result.analysis.scores)} anatomies in "
                       f"{result.analysis.timing_s.get('total', 0.0):.1f} s. Choose a row to see its heatmap, "
                       f"or ask below.{absent}")
+        rows = self.view.table.rows()
+        if rows:  # the most probable finding's map, at once
+            self.view.table.choose(rows[0][0], rows[0][1])
 
     def _analysis_refused(self, message: str) -> None:
         if not self.state.closed:
@@ -142,18 +171,36 @@ class FvlmPanel(QWidget):
 
     # --- findings and queries -------------------------------------------------------------------
     def show_finding(self, anatomy: str, finding: str) -> None:
-        """Show one scored finding's heatmap and jump to its peak (a dot product: done right here)."""
-        result = self.state.result
-        if result is None:
+        """Show one scored finding's heatmap and jump to its peak; the map is made in a worker.
+
+        Rows chosen while a job runs are not lost: the last one is shown when the job ends.
+        """
+        if self.state.result is None:
             return
-        heatmap = result.analyzer.finding_heatmap(result.encoded, anatomy, finding)
-        self._show_heatmap(heatmap, heatmap.name, "finding")
+        if self.runner.busy:
+            self._pending_finding = (anatomy, finding)
+            return
+        then = Continuations(self._finding_done, self._refuse, self._next_finding, self._job_failed)
+        self.runner.start("heatmap", run_finding, self.state.result, anatomy, finding, then=then)
+
+    def _finding_done(self, shown) -> None:
+        if self.state.closed:
+            return
+        result, heatmap = self.state.result, shown.heatmap
+        anatomy, finding = shown.finding
+        self._show_map(shown, "finding")
         z = self.wiring.jump_to(heatmap_peak_ras(heatmap))
         if (anatomy, finding) not in self.state.shown_findings:
             self.state.shown_findings.append((anatomy, finding))
-        probability = result.analysis.scores[anatomy][finding]
+        probability = result.analysis.scores.get(anatomy, {}).get(finding, float("nan"))
         self.view.say(f"{finding} in {anatomy.replace('_', ' ')}: p = {probability:.2f}; "
                       f"strongest at z = {z:.0f} mm.")
+        self._next_finding()
+
+    def _next_finding(self) -> None:
+        pending, self._pending_finding = self._pending_finding, None
+        if pending is not None and not self.state.closed:
+            self.show_finding(*pending)
 
     def ask(self, text: str) -> bool:
         """Ground a free-text query in the background; False (with a message) when it cannot start."""
@@ -170,29 +217,33 @@ class FvlmPanel(QWidget):
         then = Continuations(self._query_done, self._refuse, lambda: None, self._job_failed)
         return self._start("query", run_query, self.state.result, text, then=then)
 
-    def _query_done(self, grounding) -> None:
+    def _query_done(self, outcome) -> None:
         if self.state.closed:
             return
+        grounding, shown = outcome
         self.state.history.pop(grounding.text, None)
         self.state.history[grounding.text] = grounding
+        self.state.maps[shown.name] = shown
         self.show_query(grounding.text)
+        self._next_finding()
 
     def _job_failed(self, err: Exception) -> None:
         if not self.state.closed:
             self.view.say(f"Failed: {err}", "error")
+            self._next_finding()
 
     def show_query(self, text: str) -> None:
         """Show a grounded query again (from the history: no model call)."""
-        grounding = self.state.history.get(text)
-        if grounding is None:
+        grounding, shown = self.state.history.get(text), self.state.maps.get(text)
+        if grounding is None or shown is None:
             return
-        self._show_heatmap(grounding.heatmap, grounding.text, "query")
+        self._show_map(shown, "query")
         self.view.query.show_grounding(grounding)
         z = self.wiring.jump_to(grounding.peak_world_mm)
         self.view.say(f"'{grounding.text}' points to {grounding.peak_anatomy.replace('_', ' ')} (z = {z:.0f} mm).")
 
-    def _show_heatmap(self, heatmap, name: str, kind: str):
-        return self.wiring.show_heatmap(heatmap, name, kind, self.view.threshold.value() / 100,
+    def _show_map(self, shown, kind: str):
+        return self.wiring.show_heatmap(shown, kind, self.view.threshold.value() / 100,
                                         self.view.query.keep_previous.isChecked())
 
     # --- display --------------------------------------------------------------------------------
@@ -203,7 +254,13 @@ class FvlmPanel(QWidget):
     def _on_anatomy_visibility(self, ids: list) -> None:
         layer = self.wiring.find(self.state.anatomy_layer)
         if layer is not None:
-            self.wiring.set_labels_visible(layer, ids)
+            self.wiring.set_labels_visible(layer, ids, self.view.anatomy.all_ids())
+
+    def show_three_planes(self, shown: bool) -> None:
+        """Axial, coronal and sagittal side by side, or back to one big view."""
+        self.layout_of_views.show_three(shown)
+        if self.view.three_planes.isChecked() != shown:
+            self.view.three_planes.setChecked(shown)
 
     def apply_window(self, preset: str) -> None:
         layer = self.wiring.find(self.view.inputs.ct.currentText())
@@ -231,19 +288,33 @@ class FvlmPanel(QWidget):
         return self._start("export", export_actions.write_findings, folder, state.result,
                            list(state.history.values()), list(state.shown_findings), then=then)
 
-    def _export_done(self, folder) -> None:
+    def _export_done(self, path) -> None:
         if not self.state.closed:
-            self.view.say(f"Findings written to {folder}.")
+            self.view.say(f"Written: {path}.")
 
     def export_masks(self, path) -> bool:
+        """The anatomy masks as NIfTI in the CT's original geometry, written in the background."""
         if self._needs_result():
             return False
-        return self._report(lambda: export_actions.write_masks(path, self.state.result), "Masks written to")
+        try:
+            export_actions.refuse_sources(path, export_actions.source_paths(self.state.result))
+        except FvlmInputError as err:
+            self._refuse(str(err))
+            return False
+        then = Continuations(self._export_done, self._refuse, lambda: None, self._job_failed)
+        return self._start("export", export_actions.write_masks, path, self.state.result, then=then)
 
     def export_screenshot(self, path) -> bool:
+        """The whole window as PNG: grabbed here (Qt needs the GUI thread), encoded and written in the background."""
         sources = export_actions.source_paths(self.state.result) if self.state.result else ()
-        return self._report(lambda: export_actions.write_screenshot(self.viewer, path, sources),
-                            "Screenshot saved to")
+        try:
+            export_actions.check_screenshot_path(path, sources)
+        except FvlmInputError as err:
+            self._refuse(str(err))
+            return False
+        image = self.viewer.screenshot(canvas_only=False, flash=False)
+        then = Continuations(self._export_done, self._refuse, lambda: None, self._job_failed)
+        return self._start("export", export_actions.write_png, path, image, sources, then=then)
 
     def _ask_export_findings(self) -> None:
         folder = dialogs.ask_folder(self, "An empty folder (or an earlier export) for the findings")
@@ -267,15 +338,6 @@ class FvlmPanel(QWidget):
         if not self.runner.start(kind, job, *args, then=then):
             self.view.say(f"Busy with the {self.runner.kind}: try again when it has finished.", "warning")
             return False
-        return True
-
-    def _report(self, write, done: str) -> bool:
-        try:
-            path = write()
-        except FvlmInputError as err:
-            self._refuse(str(err))
-            return False
-        self.view.say(f"{done} {path}.")
         return True
 
     def _needs_result(self) -> bool:

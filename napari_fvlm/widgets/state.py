@@ -13,4 +13,5 @@ class PanelState:
     anatomy_layer: str | None = None  # the Labels layer that shows its masks
     history: dict = field(default_factory=dict)  # query text -> Grounding, oldest first
     shown_findings: list[tuple[str, str]] = field(default_factory=list)  # (anatomy, finding) maps viewed
+    maps: dict = field(default_factory=dict)  # layer name -> jobs.ShownMap, shown again without a worker
     closed: bool = False  # the viewer is closing: late results are dropped

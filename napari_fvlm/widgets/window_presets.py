@@ -9,7 +9,11 @@ from ..core.windows import WINDOW_PRESETS, contrast_limits
 
 def apply_window(layer, preset: str) -> None:
     """Set an image layer's contrast to a preset (the range is widened to fit the window)."""
-    low, high = contrast_limits(preset)
+    set_limits(layer, *contrast_limits(preset))
+
+
+def set_limits(layer, low: float, high: float) -> None:
+    """Set an image layer's contrast limits, widening its range where the window reaches past it."""
     lo_range, hi_range = layer.contrast_limits_range
     layer.contrast_limits_range = (min(lo_range, low), max(hi_range, high))
     layer.contrast_limits = (low, high)
