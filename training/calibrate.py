@@ -85,7 +85,7 @@ def fit_calibration(table: Table, min_class: int = MIN_CLASS, min_auc: float = M
     pairs = {}
     for key, (labels, raw) in columns.items():
         positives = int(labels.sum())
-        if positives >= min_class and labels.size - positives >= min_class:
+        if positives >= max(min_class, 1) and labels.size - positives >= max(min_class, 1):
             pairs[key] = fit_map(raw, labels, "anatomy")
     findings = {}
     for finding in sorted({f for _a, f in columns}):
@@ -205,14 +205,17 @@ def report_markdown(report: dict, title: str) -> str:
 
     lines = [f"# {title}", "", f"{report['samples']} samples, {report['rows']} calibrated anatomy x finding rows "
              f"({report['uncalibrated_rows']} rows without calibration left out).", "",
-             f"- expected calibration error ({BINS} bins): {cell(report['ece'])} (raw scores: {cell(report['ece_raw'])})",
+             f"- expected calibration error ({BINS} bins): {cell(report['ece'])} "
+             f"(raw scores: {cell(report['ece_raw'])})",
              f"- rows above threshold: {cell(100 * report['above_share'], 1)}%; findings truly present: "
              f"{cell(100 * report['present_share'], 1)}%", "",
              "| finding | rows | present | above threshold | present share | ECE | raw ECE | AUC |",
              "|---|---|---|---|---|---|---|---|"]
-    for name, s in [*report["per_finding"].items(), *((f"*fitted per {k}*", v) for k, v in report["per_level"].items())]:
+    levels = [(f"*fitted per {level}*", values) for level, values in report["per_level"].items()]
+    for name, s in [*report["per_finding"].items(), *levels]:
         lines.append(f"| {name} | {s['rows']} | {s['positives']} | {cell(100 * s['above_share'], 1)}% | "
-                     f"{cell(100 * s['present_share'], 1)}% | {cell(s['ece'])} | {cell(s['ece_raw'])} | {cell(s['auc'])} |")
+                     f"{cell(100 * s['present_share'], 1)}% | {cell(s['ece'])} | {cell(s['ece_raw'])} | "
+                     f"{cell(s['auc'])} |")
     return "\n".join(lines) + "\n"
 
 

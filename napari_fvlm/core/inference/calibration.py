@@ -30,7 +30,6 @@ VERSION = 1
 EPSILON = 1e-6  # raw probabilities are clipped to [EPSILON, 1 - EPSILON] before the logit
 LOGIT_LIMIT = math.log((1 - EPSILON) / EPSILON)
 FINGERPRINT_SAMPLES, FINGERPRINT_BLOCK = 16, 1 << 16
-LEVELS = ("anatomy", "finding", "overall")  # what a map was fitted on, most specific first
 
 
 def raw_logits(raw) -> np.ndarray:
