@@ -64,9 +64,11 @@ def test_drag_and_drop_layers_are_offered_and_analysis_fills_the_table(make_napa
     assert result is not None, panel.view.status.text()
     assert panel.view.analyze.isEnabled() and not panel.view.cancel.isEnabled()
     rows = panel.view.table.rows()
-    expected = sorted((round(p, 3) for f in result.analysis.scores.values() for p in f.values()), reverse=True)
-    assert [p for _a, _f, p in rows] == expected
-    assert {"heart", "aorta", "liver"} <= {a for a, _f, _p in rows}
+    # a random model has no calibration file: the table says so, ranks by raw score, colours nothing
+    expected = sorted((p for f in result.analysis.scores.values() for p in f.values()), reverse=True)
+    assert [r.raw for r in rows] == expected and [r.rank for r in rows] == list(range(1, len(rows) + 1))
+    assert {r.shown_probability for r in rows} == {"uncalibrated"} and "uncalibrated" in panel.view.findings_box.title()
+    assert {"heart", "aorta", "liver"} <= {r.anatomy for r in rows}
     # the masks came from a layer: no duplicate anatomy layer, and it lists the masks' structures
     assert panel.state.anatomy_layer == masks_layer.name
     assert len([lyr for lyr in viewer.layers if lyr.__class__.__name__ == "Labels"]) == 1
@@ -86,10 +88,12 @@ def test_the_top_finding_is_shown_after_the_analysis(analysed):
 def test_choosing_a_finding_shows_its_heatmap_inside_the_ct_and_jumps_to_its_peak(analysed, qtbot):
     viewer, panel, ct_layer, _ = analysed
     ranges = viewer.dims.range
-    anatomy, finding, _p = panel.view.table.rows()[3]
+    row = panel.view.table.rows()[3]
+    anatomy, finding = row.anatomy, row.finding
     assert panel.view.table.choose(anatomy, finding)
     assert panel.runner.kind == "heatmap"  # made in a worker, not on the GUI thread
     wait_idle(qtbot, panel)
+    assert "uncalibrated" in panel.view.status.text()
     layer = viewer.layers[f"{finding} ({anatomy})"]
     encoded = panel.state.result.encoded
     token_scale, _ = display_scale_translate(encoded.token_affine)
@@ -179,7 +183,9 @@ def test_exports_reopen_on_the_ct_grid_and_never_replace_the_source(analysed, ca
         table = list(csv.DictReader(handle))
     assert len(table) == sum(len(f) for f in result.analysis.scores.values())
     first = table[0]
-    assert float(first["probability"]) == pytest.approx(result.analysis.scores[first["anatomy"]][first["finding"]])
+    assert first["rank"] == "1" and first["calibrated_probability"] == first["above_threshold"] == ""
+    assert float(first["raw_probability"]) == pytest.approx(result.analysis.scores[first["anatomy"]][first["finding"]])
+    assert document["calibration"] == {"status": "uncalibrated"}
     original = nib.load(folder / "ct.nii.gz")
     for query in document["queries"]:
         image = nib.load(out / query["heatmap"])

@@ -1,9 +1,12 @@
-"""Command line: ``python -m training {train,cache,evaluate,laterality,compare} ...`` (also under torchrun).
+"""Command line: ``python -m training {train,cache,evaluate,calibrate,calibration-check,laterality,compare} ...``
+(also under torchrun).
 
     python -m training train --config training/configs/phantom-demo.json [--set key=value]... [--resume]
     torchrun --nproc_per_node 2 -m training train --config ...
     python -m training cache --config ... [--split train]      # build the sample caches only
     python -m training evaluate --model runs/phantom-demo/best --split test
+    python -m training calibrate --model runs/phantom-demo/best [--split val]   # writes calibration.json
+    python -m training calibration-check --model runs/phantom-demo/best --split test
     python -m training laterality --model runs/phantom-demo/best --seeds 20000:20128
     python -m training compare runs/phantom-anatomy runs/phantom-global-clip --out table.md
 """
@@ -40,6 +43,24 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override the run's config (e.g. cache_dir=...)")
+    calibrate = commands.add_parser("calibrate", help="fit thresholds and probability calibration on a "
+                                                      "labelled split; writes MODEL/calibration.json")
+    calibrate.add_argument("--model", required=True, help="checkpoint folder")
+    calibrate.add_argument("--split", default="val", choices=("val", "train"))
+    calibrate.add_argument("--min-class", type=int, default=10, metavar="N",
+                           help="rows of each class an anatomy x finding needs for its own fit (else per finding)")
+    calibrate.add_argument("--min-auc", type=float, default=0.75, metavar="AUC",
+                           help="a finding the model separates less well on the split (AUC) is never flagged")
+    check = commands.add_parser("calibration-check", help="expected calibration error, share above threshold "
+                                                          "and a reliability plot on a held-out split")
+    check.add_argument("--model", required=True, help="checkpoint folder with calibration.json")
+    check.add_argument("--split", default="test", choices=("val", "test"))
+    check.add_argument("--out", default=None, help="folder for calibration-check.json/.md and reliability.png")
+    for command in (calibrate, check):
+        command.add_argument("--config", default=None, help="training config that defines the splits, for a "
+                             "model not written by training (e.g. a converted official checkpoint)")
+        command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                             help="override the config (e.g. cache_dir=...)")
     laterality = commands.add_parser("laterality", help="left/right queries on held-out phantoms, "
                                                         "with the CT stored in several orientations")
     laterality.add_argument("--model", required=True, help="checkpoint folder")
@@ -78,6 +99,22 @@ def main(argv: list[str] | None = None) -> int:
             start, stop = (int(v) for v in args.seeds.split(":"))
             model, _ = load_model(args.model, "auto")
             print(json.dumps(evaluate_laterality(Analyzer(model), range(start, stop)), indent=2))
+        elif args.command == "calibrate":
+            from .calibrate import calibrate_checkpoint
+
+            calibration, report = calibrate_checkpoint(args.model, args.split, args.config, args.overrides,
+                                                       args.min_class, args.min_auc)
+            levels = {"anatomy x finding": len(calibration.pairs), "finding": len(calibration.findings)}
+            print(json.dumps({"written": str(Path(args.model) / "calibration.json"), "fits": levels,
+                              "fitted_on": calibration.fitted_on, "ece_on_fitting_split": report["ece"],
+                              "above_share": report["above_share"], "present_share": report["present_share"]},
+                             indent=2))
+        elif args.command == "calibration-check":
+            from .calibrate import check_calibration
+
+            report = check_calibration(args.model, args.split, args.out, args.config, args.overrides)
+            print(json.dumps({k: report[k] for k in ("split", "samples", "rows", "ece", "ece_raw", "above_share",
+                                                     "present_share", "out")}, indent=2))
         elif args.command == "compare":
             from .compare import comparison_table, load_run
 

@@ -15,7 +15,7 @@ from typing import Iterable
 from ..core.errors import FvlmInputError
 from ..core.io.files import write_atomic
 from .jobs import AnalysisResult
-from .results_table import ranked_rows
+from .results_table import table_rows
 
 
 def source_paths(result: AnalysisResult) -> list[str]:
@@ -52,12 +52,18 @@ def check_findings_folder(folder, result: AnalysisResult) -> Path:
     return folder
 
 
-def findings_csv(scores: dict[str, dict[str, float]]) -> str:
-    """CSV text: anatomy, finding, probability, highest first."""
+def findings_csv(analysis) -> str:
+    """CSV text in the table's order: rank, anatomy, finding, raw and calibrated probability, the
+    threshold on the calibrated scale and the flag (the last three empty when not calibrated)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["anatomy", "finding", "probability"])
-    writer.writerows((a, f, f"{p:.6f}") for a, f, p in ranked_rows(scores))
+    writer.writerow(["rank", "anatomy", "finding", "raw_probability", "calibrated_probability", "threshold",
+                     "above_threshold"])
+    for row in table_rows(analysis.scores, analysis.calibrated):
+        scored = row.calibrated
+        calibrated = ["", "", ""] if scored is None else [f"{scored.probability:.6f}", f"{scored.threshold:.6f}",
+                                                          "yes" if scored.above else "no"]
+        writer.writerow([row.rank, row.anatomy, row.finding, f"{row.raw:.6f}", *calibrated])
     return out.getvalue()
 
 
@@ -65,26 +71,25 @@ def write_findings(folder, result: AnalysisResult, queries=(), shown=()) -> Path
     """findings.json, findings.csv and heatmaps/*.nii.gz (the CT's own grid and affine) in ``folder``.
 
     ``queries`` are the groundings to include; ``shown`` (anatomy, finding) pairs whose maps the user
-    looked at are exported beside the maps of every finding scored 0.5 or more.
+    looked at are exported beside the maps of every flagged finding (`top_finding_heatmaps`).
     """
-    from ..analyze import top_finding_heatmaps
+    from ..analyze import heatmap_info, top_finding_heatmaps
     from ..core.inference.export import write_analysis
 
     folder = check_findings_folder(folder, result)
     queries = list(queries)
     analysis = replace(result.analysis, queries=queries)
     heatmaps = {f"query:{i}": (g.heatmap, {"query": g.text}) for i, g in enumerate(queries)}
-    heatmaps.update(top_finding_heatmaps(result.analyzer, result.encoded, analysis.scores))
+    heatmaps.update(top_finding_heatmaps(result.analyzer, result.encoded, analysis))
     for anatomy, finding in shown:
         key = f"finding:{finding}:{anatomy}"
-        probability = analysis.scores.get(anatomy, {}).get(finding)
-        if probability is not None and not any(info.get("finding") == finding and info.get("anatomy") == anatomy
-                                               for _map, info in heatmaps.values()):
+        if finding in analysis.scores.get(anatomy, {}) and not any(
+                info.get("finding") == finding and info.get("anatomy") == anatomy for _map, info in heatmaps.values()):
             heatmaps[key] = (result.analyzer.finding_heatmap(result.encoded, anatomy, finding),
-                             {"finding": finding, "anatomy": anatomy, "probability": probability})
+                             heatmap_info(analysis, anatomy, finding))
     extra = {"masks": {"source": result.request.anatomy.description}}
     write_analysis(folder, result.request.ct, analysis, heatmaps, result.model_info, extra)
-    write_atomic(folder / "findings.csv", findings_csv(analysis.scores).encode())
+    write_atomic(folder / "findings.csv", findings_csv(analysis).encode())
     return folder
 
 

@@ -89,14 +89,12 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, source: str, device: str):
-        from ..core.inference.analyzer import Analyzer
-        from ..core.inference.models import load_model, pick_device
+        from ..core.inference.models import load_analyzer, pick_device
 
         key = (str(source), pick_device(device))
         with self._lock:
             if key not in self._analyzers:
-                model, _folder = load_model(source, key[1])
-                self._analyzers[key] = Analyzer(model)
+                self._analyzers[key] = load_analyzer(source, key[1])
             return self._analyzers[key]
 
     def __len__(self) -> int:

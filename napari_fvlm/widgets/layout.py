@@ -18,6 +18,12 @@ NOTICE = "Research use only — not for diagnosis."
 MODEL_CARD = "docs/model-card.md"
 DEFAULT_THRESHOLD = 0.4
 ANATOMY_COLUMN_MAX = 220  # px
+FINDINGS_TITLES = {
+    "empty": "Findings",
+    "calibrated": "Findings (calibrated probability; coloured: above threshold)",
+    "partly calibrated": "Findings (calibrated probability where fitted; coloured: above threshold)",
+    "uncalibrated": "Findings (uncalibrated model: ranked by raw zero-shot score)",
+}
 
 
 def model_card_link() -> str:
@@ -98,7 +104,8 @@ class PanelView(QWidget):
         layout.addWidget(self.inputs)
         layout.addLayout(_row(self.analyze, self.cancel, self.progress))
         layout.addWidget(self.status)
-        layout.addWidget(_group("Findings (zero-shot probability)", self.table), stretch=1)
+        self.findings_box = _group(FINDINGS_TITLES["empty"], self.table)
+        layout.addWidget(self.findings_box, stretch=1)
         layout.addWidget(_group("Ask", self.query))
         self.tabs = QTabWidget()
         self.tabs.addTab(self._display_tab(), "Display")
@@ -122,6 +129,11 @@ class PanelView(QWidget):
         column.addWidget(QLabel("Files keep the CT's original geometry; the CT itself is never overwritten."))
         column.addStretch()
         return tab
+
+    def show_scores(self, scores: dict, calibrated: dict) -> None:
+        """Fill the findings table and say in its title whether the probabilities are calibrated."""
+        self.table.set_scores(scores, calibrated)
+        self.findings_box.setTitle(FINDINGS_TITLES[self.table.calibration_status])
 
     def set_threshold_text(self, value: float) -> None:
         self.threshold_label.setText(f"Heatmap ≥ {value:.2f}")

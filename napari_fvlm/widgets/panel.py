@@ -26,6 +26,19 @@ from .window_presets import apply_window
 CLOSE_WAIT_S = 2.0
 
 
+def flagged_count(analysis) -> int:
+    return sum(s.above for table in analysis.calibrated.values() for s in table.values())
+
+
+def score_words(analysis, anatomy: str, finding: str) -> str:
+    """A score as the status line says it: calibrated probability and flag, or uncalibrated."""
+    scored = analysis.calibrated.get(anatomy, {}).get(finding)
+    if scored is None:
+        return f"uncalibrated (raw zero-shot score {analysis.scores[anatomy][finding]:.2f}, a rank only)"
+    side = "above" if scored.above else "below"
+    return f"p = {scored.probability:.2f}, {side} its threshold {scored.threshold:.2f}"
+
+
 class FvlmPanel(QWidget):
     """Analyze a CT with fVLM: scores per anatomy and finding, heatmaps, free-text grounding, exports."""
 
@@ -135,10 +148,12 @@ class FvlmPanel(QWidget):
         self._finish(completed=True)
         self.state.result, self.state.history, self.state.shown_findings = result, {}, []
         self.view.query.clear()
-        self.view.table.set_scores(result.analysis.scores)
+        self.view.show_scores(result.analysis.scores, result.analysis.calibrated)
         self._show_anatomy(result)
         absent = f" Not found in the masks: {', '.join(result.analysis.absent)}." if result.analysis.absent else ""
-        self.view.say(f"Scored {len(result.analysis.scores)} anatomies in "
+        calibration = ("uncalibrated model: rows are ranked by raw score" if result.analysis.calibration is None
+                       else f"{flagged_count(result.analysis)} above threshold")
+        self.view.say(f"Scored {len(result.analysis.scores)} anatomies ({calibration}) in "
                       f"{result.analysis.timing_s.get('total', 0.0):.1f} s. Choose a row to see its heatmap, "
                       f"or ask below.{absent}")
         rows = self.view.table.rows()
@@ -192,8 +207,7 @@ class FvlmPanel(QWidget):
         z = self.wiring.jump_to(heatmap_peak_ras(heatmap))
         if (anatomy, finding) not in self.state.shown_findings:
             self.state.shown_findings.append((anatomy, finding))
-        probability = result.analysis.scores.get(anatomy, {}).get(finding, float("nan"))
-        self.view.say(f"{finding} in {anatomy.replace('_', ' ')}: p = {probability:.2f}; "
+        self.view.say(f"{finding} in {anatomy.replace('_', ' ')}: {score_words(result.analysis, anatomy, finding)}; "
                       f"strongest at z = {z:.0f} mm.")
         self._next_finding()
 

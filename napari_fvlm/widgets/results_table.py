@@ -1,25 +1,73 @@
-"""The anatomy x finding table: one row per score, highest first, shaded by probability."""
+"""The anatomy x finding table: calibrated probability and threshold flag per row, flagged first.
+
+Colour means "above the finding's threshold" (warm, stronger with the calibrated probability);
+rows below threshold stay plain. A score without calibration says "uncalibrated", is ranked by
+its raw zero-shot probability after the calibrated rows, and is never coloured: raw softmax
+values are not probabilities of anything.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
-COLUMNS = ("Anatomy", "Finding", "Probability")
+COLUMNS = ("#", "Anatomy", "Finding", "Probability", "Threshold")
+RANK, ANATOMY, FINDING, PROBABILITY, THRESHOLD = range(len(COLUMNS))
 KEY_ROLE = Qt.ItemDataRole.UserRole
+UNCALIBRATED = "uncalibrated"
 
 
-def probability_color(probability: float) -> QColor:
-    """A warm shade whose strength follows the probability (readable on dark and light themes)."""
-    p = min(max(float(probability), 0.0), 1.0)
-    return QColor(230, int(120 - 80 * p), 30, int(15 + 200 * p ** 3))
+@dataclass(frozen=True)
+class TableRow:
+    """One shown score: its rank, the raw probability and, when calibrated, its `CalibratedScore`."""
+
+    rank: int
+    anatomy: str
+    finding: str
+    raw: float
+    calibrated: object | None  # core.inference.calibration.CalibratedScore
+
+    @property
+    def above(self) -> bool | None:
+        return None if self.calibrated is None else self.calibrated.above
+
+    @property
+    def shown_probability(self) -> str:
+        return UNCALIBRATED if self.calibrated is None else f"{self.calibrated.probability:.3f}"
+
+    @property
+    def shown_threshold(self) -> str:
+        if self.calibrated is None:
+            return "—"
+        if not self.calibrated.separates:
+            return "not separated"
+        word = "above" if self.calibrated.above else "below"
+        return f"{word} {self.calibrated.threshold:.2f}"
 
 
-def ranked_rows(scores: dict[str, dict[str, float]]) -> list[tuple[str, str, float]]:
-    """(anatomy, finding, probability) rows, highest probability first (ties by name)."""
-    rows = [(a, f, float(p)) for a, findings in scores.items() for f, p in findings.items()]
-    return sorted(rows, key=lambda row: (-row[2], row[0], row[1]))
+def table_rows(scores: dict[str, dict[str, float]], calibrated: dict | None = None) -> list[TableRow]:
+    """Rows in rank order: calibrated scores above threshold, then the other calibrated ones (each
+    by calibrated probability), then uncalibrated scores by raw probability; ties by name."""
+    calibrated = calibrated or {}
+    keyed = []
+    for anatomy, findings in scores.items():
+        for finding, raw in findings.items():
+            scored = calibrated.get(anatomy, {}).get(finding)
+            key = (0 if scored.above else 1, -scored.probability) if scored else (2, -float(raw))
+            keyed.append((key, anatomy, finding, float(raw), scored))
+    keyed.sort(key=lambda item: (item[0], item[1], item[2]))
+    return [TableRow(i + 1, a, f, raw, scored) for i, (_k, a, f, raw, scored) in enumerate(keyed)]
+
+
+def row_color(row: TableRow) -> QColor | None:
+    """Warm for a score above its threshold, stronger with its calibrated probability; else none."""
+    if not row.above:
+        return None
+    p = min(max(float(row.calibrated.probability), 0.0), 1.0)
+    return QColor(230, int(110 - 70 * p), 30, int(70 + 150 * p))
 
 
 class ResultsTable(QTableWidget):
@@ -29,6 +77,7 @@ class ResultsTable(QTableWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(0, len(COLUMNS), parent)
+        self._rows: dict[tuple[str, str], TableRow] = {}
         self.setHorizontalHeaderLabels(COLUMNS)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -36,40 +85,66 @@ class ResultsTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(22)
         header = self.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(0, 140)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
-        self.setToolTip("Zero-shot probability of each finding in each anatomy; "
-                        "choose a row to see where the model looks.")
+        for column in (RANK, PROBABILITY, THRESHOLD):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(ANATOMY, QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(ANATOMY, 130)
+        header.setSectionResizeMode(FINDING, QHeaderView.ResizeMode.Stretch)
+        self.setToolTip("Calibrated probability of each finding in each anatomy and whether it is above the "
+                        "finding's threshold (coloured); choose a row to see where the model looks.")
         self.itemSelectionChanged.connect(self._emit_choice)
 
-    def set_scores(self, scores: dict[str, dict[str, float]]) -> None:
-        """Fill the table, highest probability first (the user may re-sort by any column)."""
+    def set_scores(self, scores: dict[str, dict[str, float]], calibrated: dict | None = None) -> None:
+        """Fill the table in rank order (the user may re-sort by any column)."""
         self.setSortingEnabled(False)
         self.clearContents()
-        rows = ranked_rows(scores)
+        rows = table_rows(scores, calibrated)
+        self._rows = {(r.anatomy, r.finding): r for r in rows}
         self.setRowCount(len(rows))
-        for row, (anatomy, finding, probability) in enumerate(rows):
-            brush = QBrush(probability_color(probability))
-            items = [QTableWidgetItem(anatomy.replace("_", " ")), QTableWidgetItem(finding), QTableWidgetItem()]
-            items[2].setData(Qt.ItemDataRole.DisplayRole, round(probability, 3))
-            items[2].setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for index, row in enumerate(rows):
+            color = row_color(row)
+            items = [QTableWidgetItem() for _ in COLUMNS]
+            items[RANK].setData(Qt.ItemDataRole.DisplayRole, row.rank)
+            items[ANATOMY].setText(row.anatomy.replace("_", " "))
+            items[FINDING].setText(row.finding)
+            if row.calibrated is None:
+                items[PROBABILITY].setText(UNCALIBRATED)
+                items[PROBABILITY].setForeground(QBrush(QColor(150, 150, 150)))
+            else:
+                items[PROBABILITY].setData(Qt.ItemDataRole.DisplayRole, round(row.calibrated.probability, 3))
+            items[THRESHOLD].setText(row.shown_threshold)
+            for column in (RANK, PROBABILITY):
+                items[column].setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             for column, item in enumerate(items):
-                item.setData(KEY_ROLE, (anatomy, finding))
-                item.setBackground(brush)
-                item.setToolTip(f"{finding} in {anatomy.replace('_', ' ')}: {probability:.3f}")
-                self.setItem(row, column, item)
+                item.setData(KEY_ROLE, (row.anatomy, row.finding))
+                if color is not None:
+                    item.setBackground(QBrush(color))
+                item.setToolTip(self._tooltip(row))
+                self.setItem(index, column, item)
         self.setSortingEnabled(True)
-        self.sortItems(2, Qt.SortOrder.DescendingOrder)
+        self.sortItems(RANK, Qt.SortOrder.AscendingOrder)
 
-    def rows(self) -> list[tuple[str, str, float]]:
-        """What the table shows, in display order (anatomy, finding, probability)."""
-        out = []
-        for row in range(self.rowCount()):
-            anatomy, finding = self.item(row, 0).data(KEY_ROLE)
-            out.append((anatomy, finding, float(self.item(row, 2).data(Qt.ItemDataRole.DisplayRole))))
-        return out
+    @staticmethod
+    def _tooltip(row: TableRow) -> str:
+        where = f"{row.finding} in {row.anatomy.replace('_', ' ')}"
+        if row.calibrated is None:
+            return (f"{where}: rank {row.rank}, raw zero-shot score {row.raw:.3f} (uncalibrated: "
+                    "compare ranks, not values)")
+        return (f"{where}: calibrated probability {row.calibrated.probability:.3f}, {row.shown_threshold} "
+                f"(raw score {row.raw:.3f}, threshold fitted per {row.calibrated.level})")
+
+    @property
+    def calibration_status(self) -> str:
+        """"calibrated", "uncalibrated", "partly calibrated", or "empty"."""
+        if not self._rows:
+            return "empty"
+        flags = {r.calibrated is not None for r in self._rows.values()}
+        return {frozenset({True}): "calibrated", frozenset({False}): UNCALIBRATED}.get(
+            frozenset(flags), "partly calibrated")
+
+    def rows(self) -> list[TableRow]:
+        """What the table shows, in display order."""
+        return [self._rows[self.item(row, 0).data(KEY_ROLE)] for row in range(self.rowCount())]
 
     def choose(self, anatomy: str, finding: str) -> bool:
         """Select the row of (anatomy, finding), as a click would; False when it is not shown."""

@@ -15,6 +15,7 @@ import torch
 
 from ..anatomy.align import align_labels
 from ..volume import Volume
+from .calibration import CalibratedScore, Calibration, calibrated_scores
 from .encoding import EncodedCT, Progress, check_cancel, encode_ct
 from .grounding import Grounding, Heatmap, finding_heatmap, ground_query
 from .preprocess import prepare_for_model
@@ -26,21 +27,31 @@ MAX_CACHED_TEXTS = 4096
 
 @dataclass
 class Analysis:
-    """Scores for every anatomy x finding, and the queries grounded so far."""
+    """Scores for every anatomy x finding, and the queries grounded so far.
+
+    ``scores`` are the raw zero-shot probabilities; ``calibrated`` holds, for the scores the
+    model's calibration covers, the calibrated probability, threshold and flag; ``calibration``
+    is None for an uncalibrated model."""
 
     scores: dict[str, dict[str, float]]
     absent: list[str]
     queries: list[Grounding] = field(default_factory=list)
     timing_s: dict[str, float] = field(default_factory=dict)
+    calibrated: dict[str, dict[str, CalibratedScore]] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
 
 class Analyzer:
-    """A loaded model with caches; thread-safe for one worker at a time (the GUI runs one)."""
+    """A loaded model with caches; thread-safe for one worker at a time (the GUI runs one).
 
-    def __init__(self, model, finding_set: str = "all", name: str | None = None):
+    ``calibration`` is the model folder's (`read_calibration`), None when it has none."""
+
+    def __init__(self, model, finding_set: str = "all", name: str | None = None,
+                 calibration: Calibration | None = None):
         self.model = model
         self.finding_set = finding_set
         self.name = name or model.config.name
+        self.calibration = calibration
         self._encoded: OrderedDict[object, EncodedCT] = OrderedDict()
         self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_encoder = None  # made at the first text: see TextEncoder.inference_copy
@@ -89,7 +100,12 @@ class Analyzer:
         return encoded
 
     def scores(self, encoded: EncodedCT) -> dict[str, dict[str, float]]:
+        """Raw zero-shot probabilities (what calibration is fitted on)."""
         return zero_shot_scores(self.model, encoded, self.text_embeddings, self.finding_set)
+
+    def calibrated(self, scores: dict[str, dict[str, float]]) -> dict[str, dict[str, CalibratedScore]]:
+        """The calibrated values of raw ``scores`` ({} for an uncalibrated model)."""
+        return calibrated_scores(scores, self.calibration)
 
     def ground(self, encoded: EncodedCT, query: str) -> Grounding:
         return ground_query(self.model, encoded, query, self.text_embeddings, self.config.anatomy_group_set)
@@ -113,4 +129,5 @@ class Analyzer:
         timing = {**encoded.timing_s, "total": time.perf_counter() - start}
         if progress is not None:
             progress(1.0, "done")
-        return encoded, Analysis(scores, list(encoded.absent), grounded, timing)
+        return encoded, Analysis(scores, list(encoded.absent), grounded, timing, self.calibrated(scores),
+                                 self.calibration)

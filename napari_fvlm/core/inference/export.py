@@ -20,6 +20,7 @@ from ..io.nifti import write_nifti
 from ..resample import resample
 from ..volume import Volume
 from .analyzer import Analysis
+from .calibration import CALIBRATION_FILE, VERSION
 from .grounding import Heatmap
 
 RESEARCH_NOTICE = "Research use only; not for diagnosis."
@@ -47,12 +48,30 @@ def slug(text: str, limit: int = 48) -> str:
     return cleaned[:limit].rstrip("_") or "query"
 
 
+def anatomy_entry(raw: dict[str, float], calibrated: dict) -> dict:
+    """One anatomy of findings.json: raw probabilities under "findings" (as before calibration
+    existed), calibrated values with thresholds and flags under "calibrated"."""
+    entry = {"findings": raw}
+    if calibrated:
+        entry["calibrated"] = {f: score.to_dict() for f, score in calibrated.items()}
+    return entry
+
+
+def calibration_summary(calibration) -> dict:
+    """The findings.json "calibration" block: whether the model is calibrated, and on what."""
+    if calibration is None:
+        return {"status": "uncalibrated"}
+    return {"status": "calibrated", "file": CALIBRATION_FILE, "version": VERSION, "method": "platt",
+            "threshold_rule": "roc-corner", "fitted_on": calibration.fitted_on}
+
+
 def findings_document(analysis: Analysis, heatmap_files: dict[str, dict], model_info: dict,
                       ct: Volume, extra: dict | None = None) -> dict:
     """The findings.json content (documented in docs/findings-json.md)."""
     return {
         "notice": RESEARCH_NOTICE,
-        "anatomies": {a: {"findings": f} for a, f in analysis.scores.items()},
+        "anatomies": {a: anatomy_entry(f, analysis.calibrated.get(a, {})) for a, f in analysis.scores.items()},
+        "calibration": calibration_summary(analysis.calibration),
         "absent_anatomies": analysis.absent,
         "queries": [
             {"text": g.text, "peak_world_mm": g.peak_world_mm, "peak_anatomy": g.peak_anatomy,

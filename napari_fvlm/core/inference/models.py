@@ -13,7 +13,7 @@ from ..errors import FvlmInputError
 
 DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "demo"
 HUB_IDS = {"fvlm-b": "napari-fvlm/fvlm-b"}  # our converted fVLM-B release (config.json + safetensors)
-CHECKPOINT_FILES = ["config.json", "model.safetensors", "text_encoder/*"]
+CHECKPOINT_FILES = ["config.json", "model.safetensors", "calibration.json", "text_encoder/*"]
 
 
 def resolve_model_source(source: str | os.PathLike | None, download: bool = False) -> Path:
@@ -55,6 +55,20 @@ def load_model(source=None, device: str = "auto", download: bool = False):
     model = load_checkpoint(folder, device=pick_device(device))
     model.eval()
     return model, folder
+
+
+def load_analyzer(source=None, device: str = "auto", download: bool = False):
+    """An `Analyzer` of the model with its folder's calibration (read first: a bad calibration
+    file is refused before the weights load); its ``calibration`` is None when uncalibrated.
+    A calibrated model scores the finding set it was calibrated on, an uncalibrated one all."""
+    from .analyzer import Analyzer
+    from .calibration import read_calibration
+    from .findings import FINDING_SETS
+
+    calibration = read_calibration(resolve_model_source(source, download))
+    model, _folder = load_model(source, device, download)
+    finding_set = calibration.fitted_on.get("finding_set") if calibration else None
+    return Analyzer(model, finding_set=finding_set if finding_set in FINDING_SETS else "all", calibration=calibration)
 
 
 def pick_device(device: str = "auto") -> str:
