@@ -108,10 +108,11 @@ class Analyzer:
         return calibrated_scores(scores, self.calibration)
 
     def ground(self, encoded: EncodedCT, query: str) -> Grounding:
-        return ground_query(self.model, encoded, query, self.text_embeddings, self.config.anatomy_group_set)
+        return ground_query(self.model, encoded, query, self.text_embeddings, self.config.anatomy_group_set,
+                            self.calibration)
 
     def finding_heatmap(self, encoded: EncodedCT, anatomy: str, finding: str) -> Heatmap:
-        return finding_heatmap(self.model, encoded, anatomy, finding, self.text_embeddings)
+        return finding_heatmap(self.model, encoded, anatomy, finding, self.text_embeddings, self.calibration)
 
     def analyze(self, ct: Volume, labels: Volume, queries=(), key=None, progress: Progress | None = None,
                 cancel: threading.Event | None = None) -> tuple[EncodedCT, Analysis]:

@@ -33,6 +33,7 @@ class Heatmap:
     affine: np.ndarray  # grid (i, j, k) -> RAS mm
     inside: np.ndarray  # (Z, Y, X) bool: the anatomies the map covers
     calibrated: bool = False
+    threshold: float | None = None  # the finding's threshold on the map's scale (None: unknown)
 
     def peak(self) -> tuple[int, int, int]:
         """The grid index of the highest value inside the anatomies (the one peak rule)."""
@@ -130,10 +131,17 @@ def _fine_parts(model, fine, anatomy: str) -> tuple:
     return parts
 
 
-def probability_map(model, encoded: EncodedCT, name: str, pairs: dict[str, tuple], calibrate=None) -> Heatmap:
+def probability_map(model, encoded: EncodedCT, name: str, pairs: dict[str, tuple], calibration=None,
+                    finding: str | None = None) -> Heatmap:
     """One map over several anatomies: ``pairs`` {anatomy: (positive, negative) embeddings}; each
-    place takes the highest probability of the anatomies that hold it. ``calibrate(anatomy,
-    values)`` maps raw probabilities to calibrated ones (the anatomy's scores' calibration)."""
+    place takes the highest probability of the anatomies that hold it. With a ``calibration``
+    (calibration.py) the values are calibrated exactly like the scores of ``finding`` (None: a
+    free-text query, the map pooled over every finding), and the map carries the threshold."""
+    calibrate, threshold = None, None
+    if calibration is not None and all(calibration.lookup(a, finding) is not None for a in pairs):
+        calibrate = lambda anatomy, raw: calibration.calibrate(anatomy, finding, raw)  # noqa: E731
+        thresholds = {calibration.threshold(a, finding) for a in pairs}
+        threshold = thresholds.pop() if len(thresholds) == 1 else None
     fine = encoded.fine is not None
     per_anatomy = fine_probabilities if fine else token_probabilities
     values, inside = None, None
@@ -145,7 +153,7 @@ def probability_map(model, encoded: EncodedCT, name: str, pairs: dict[str, tuple
         values = probabilities if values is None else np.maximum(values, probabilities)
         inside = mask if inside is None else inside | mask
     affine = encoded.fine.affine if fine else encoded.token_affine
-    return Heatmap(name, values, affine, inside, calibrated=calibrate is not None)
+    return Heatmap(name, values, affine, inside, calibrated=calibrate is not None, threshold=threshold)
 
 
 def _anatomy_mask(encoded: EncodedCT, anatomy: str) -> np.ndarray:
@@ -166,7 +174,8 @@ def anatomy_peaks(heatmap_of, anatomies) -> list[tuple[str, float]]:
     return [(a, round(v, 4)) for a, v, _ in sorted(rows, key=lambda r: (-r[1], r[2]))]
 
 
-def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_set: str) -> Grounding:
+def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_set: str,
+                 calibration=None) -> Grounding:
     """Probability map, anatomy ranking and peak (RAS mm) of a free-text query.
 
     The query is scored against the model's negative prompt, like a finding. Anatomy words in the
@@ -185,7 +194,7 @@ def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_s
     embedded = text_embeddings([text, *sorted(set(negatives.values()))])
     row = {t: i for i, t in enumerate([text, *sorted(set(negatives.values()))])}
     pairs = {a: (embedded[0], embedded[row[negatives[a]]]) for a in searched}
-    heatmap = probability_map(model, encoded, text, pairs)
+    heatmap = probability_map(model, encoded, text, pairs, calibration)
     masks = {a: _anatomy_mask(encoded, a) for a in searched}
     ranked = anatomy_peaks(lambda a: (heatmap.values, masks[a]), searched)
     peak = heatmap.peak()
@@ -196,9 +205,10 @@ def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_s
 
 
 def finding_heatmap(model, encoded: EncodedCT, anatomy: str, finding: str, text_embeddings,
-                    calibrate=None) -> Heatmap:
+                    calibration=None) -> Heatmap:
     """The probability map of one scored finding inside one anatomy (its score's prompt pair)."""
     from .findings import finding_prompts
 
     positive, negative = text_embeddings(list(finding_prompts(model.config, anatomy, finding)))
-    return probability_map(model, encoded, f"{finding} ({anatomy})", {anatomy: (positive, negative)}, calibrate)
+    return probability_map(model, encoded, f"{finding} ({anatomy})", {anatomy: (positive, negative)},
+                           calibration, finding)
