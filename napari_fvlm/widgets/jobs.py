@@ -182,8 +182,11 @@ def run_analysis(request: AnalysisRequest, models: ModelCache, progress: Progres
     return AnalysisResult(request, labels, analyzer, encoded, analysis, model_info)
 
 
-def shown_map(heatmap, ct: Volume, name: str | None = None) -> ShownMap:
-    """``heatmap`` on a grid covering exactly the CT's field of view, at about its own spacing."""
+def shown_map(heatmap, ct: Volume, name: str | None = None, labels: Volume | None = None,
+              group_set: str | None = None) -> ShownMap:
+    """``heatmap`` on a grid covering exactly the CT's field of view, at about its own spacing.
+    With the CT's ``labels`` (TotalSegmentator ids) it is also confined to the map's anatomies as
+    the masks draw them at the CT's resolution: no shown value lies outside them."""
     from ..core.geometry import spacing_xyz
     from ..core.resample import grid_affine, resample
 
@@ -193,20 +196,30 @@ def shown_map(heatmap, ct: Volume, name: str | None = None) -> ShownMap:
     affine, shape = grid_affine(ct.affine, ct.array.shape, extent_zyx / np.asarray(counts, float))
     values = resample(np.asarray(heatmap.values, np.float32), heatmap.affine, affine, shape, order=0,
                       cval=0.0, output_dtype=np.float32)
+    if labels is not None and group_set is not None and heatmap.anatomies:
+        from ..core.anatomy.catalog import group_set as groups_of
+
+        ids = sorted({c for g in groups_of(group_set) if g.name in heatmap.anatomies for c in g.class_ids})
+        shown_labels = resample(np.asarray(labels.array), labels.affine, affine, shape, order=0, cval=0)
+        values[~np.isin(shown_labels, ids)] = 0.0
     return ShownMap(name or heatmap.name, values, affine, heatmap)
+
+
+def _shown(result: AnalysisResult, heatmap, name: str | None = None) -> ShownMap:
+    return shown_map(heatmap, result.request.ct, name, result.labels, result.analyzer.config.anatomy_group_set)
 
 
 def run_finding(result: AnalysisResult, anatomy: str, finding: str) -> ShownMap:
     """One scored finding's heatmap, ready to show (a dot product and a small resample)."""
     heatmap = result.analyzer.finding_heatmap(result.encoded, anatomy, finding)
-    return replace(shown_map(heatmap, result.request.ct), finding=(anatomy, finding))
+    return replace(_shown(result, heatmap), finding=(anatomy, finding))
 
 
 def run_query(result: AnalysisResult, text: str):
     """Ground a free-text query on an analysed CT (tokens are cached: tens of milliseconds);
     returns the grounding and its heatmap ready to show."""
     grounding = result.analyzer.ground(result.encoded, text)
-    return grounding, shown_map(grounding.heatmap, result.request.ct, grounding.text)
+    return grounding, _shown(result, grounding.heatmap, grounding.text)
 
 
 def guarded(job: Callable, *args, **kwargs):

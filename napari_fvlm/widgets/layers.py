@@ -29,9 +29,8 @@ def ras_to_napari_world(ras_xyz) -> np.ndarray:
 
 
 def heatmap_peak_ras(heatmap) -> list[float]:
-    """RAS mm of a heatmap's highest token."""
-    peak = np.unravel_index(int(np.argmax(heatmap.values)), heatmap.values.shape)
-    return [float(v) for v in voxel_to_world(heatmap.affine, np.asarray(peak, float))]
+    """RAS mm of a heatmap's peak (`Heatmap.peak`: the one peak rule)."""
+    return [float(v) for v in voxel_to_world(heatmap.affine, np.asarray(heatmap.peak(), float))]
 
 
 def _attributes(layer) -> dict:
@@ -144,10 +143,12 @@ class LayerWiring:
             if not layer.visible:
                 layer.visible = True
             return layer
-        return self.viewer.add_image(
+        layer = self.viewer.add_image(
             shown.values, name=name, scale=scale, translate=translate, colormap=HEATMAP_COLORMAP,
             blending="additive", opacity=HEATMAP_OPACITY, contrast_limits=limits, interpolation2d="linear",
             metadata={HEATMAP_KEY: kind, "fvlm_affine": np.asarray(shown.affine, float).copy()})
+        layer.colorbar.visible = True  # every map is a probability on the same fixed scale
+        return layer
 
     def set_heatmap_threshold(self, threshold: float) -> None:
         for layer in self.heatmap_layers():

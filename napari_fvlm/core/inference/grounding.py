@@ -34,6 +34,7 @@ class Heatmap:
     inside: np.ndarray  # (Z, Y, X) bool: the anatomies the map covers
     calibrated: bool = False
     threshold: float | None = None  # the finding's threshold on the map's scale (None: unknown)
+    anatomies: tuple[str, ...] = ()  # the anatomies the map covers
 
     def peak(self) -> tuple[int, int, int]:
         """The grid index of the highest value inside the anatomies (the one peak rule)."""
@@ -153,7 +154,8 @@ def probability_map(model, encoded: EncodedCT, name: str, pairs: dict[str, tuple
         values = probabilities if values is None else np.maximum(values, probabilities)
         inside = mask if inside is None else inside | mask
     affine = encoded.fine.affine if fine else encoded.token_affine
-    return Heatmap(name, values, affine, inside, calibrated=calibrate is not None, threshold=threshold)
+    return Heatmap(name, values, affine, inside, calibrated=calibrate is not None, threshold=threshold,
+                   anatomies=tuple(pairs))
 
 
 def _anatomy_mask(encoded: EncodedCT, anatomy: str) -> np.ndarray:
