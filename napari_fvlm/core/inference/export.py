@@ -76,8 +76,9 @@ def findings_document(analysis: Analysis, heatmap_files: dict[str, dict], model_
         "queries": [
             {"text": g.text, "peak_world_mm": g.peak_world_mm, "peak_anatomy": g.peak_anatomy,
              "heatmap": heatmap_files.get(f"query:{i}", {}).get("file"),
-             "searched_anatomies": g.searched,
-             "anatomy_similarity": [{"anatomy": a, "similarity": s} for a, s in g.anatomy_scores]}
+             "searched_anatomies": g.searched, "peak_probability": round(g.peak_probability, 6),
+             "calibrated": g.heatmap.calibrated, "threshold": g.heatmap.threshold,
+             "anatomy_ranking": [{"anatomy": a, "peak_probability": s} for a, s in g.anatomy_scores]}
             for i, g in enumerate(analysis.queries)
         ],
         "heatmaps": [info for key, info in heatmap_files.items() if not key.startswith("query:")],
