@@ -100,10 +100,10 @@ def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_s
 
 def finding_heatmap(model, encoded: EncodedCT, anatomy: str, finding: str, text_embeddings) -> Heatmap:
     """The map of one scored finding inside one anatomy."""
-    from .findings import anatomy_displays, prompt_pair
+    from .findings import anatomy_displays, finding_prompt_pair
 
     display = anatomy_displays(model.config.anatomy_group_set).get(anatomy, anatomy)
-    positive = prompt_pair(finding, model.config.prompt_positive, model.config.prompt_negative, display)[0]
+    positive = finding_prompt_pair(model.config, finding, display)[0]
     embedding = text_embeddings([positive])[0]
     maps = similarity_maps(encoded, embedding, [anatomy])
     return combine(f"{finding} ({anatomy})", maps, encoded.token_affine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .encoding import EncodedCT
-from .findings import anatomy_displays, findings_for, prompt_pair
+from .findings import anatomy_displays, finding_prompt_pair, findings_for
 
 
 def zero_shot_scores(model, encoded: EncodedCT, text_embeddings, finding_set: str = "ct-rate"
@@ -15,9 +15,8 @@ def zero_shot_scores(model, encoded: EncodedCT, text_embeddings, finding_set: st
     ``text_embeddings`` maps a list of texts to (T, D) normalised embeddings (cached by the caller).
     """
     wanted = {name: findings_for(name, finding_set) for name in encoded.anatomies}
-    templates = (model.config.prompt_positive, model.config.prompt_negative)
     displays = anatomy_displays(model.config.anatomy_group_set)
-    pair = {(a, f): prompt_pair(f, *templates, displays.get(a, a)) for a, findings in wanted.items()
+    pair = {(a, f): finding_prompt_pair(model.config, f, displays.get(a, a)) for a, findings in wanted.items()
             for f in findings}
     prompts = sorted({p for both in pair.values() for p in both})
     if not prompts:
