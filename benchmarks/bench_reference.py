@@ -63,7 +63,7 @@ def _baseline_scores(model, ct, labels) -> dict:
     from napari_fvlm.core.inference.findings import findings_for
     from napari_fvlm.core.inference.preprocess import window
     from napari_fvlm.core.inference.reference_protocol import (
-        ORGANS, _centre_crop, resize_box, resized_organs, target_shape)
+        MARGIN_BEFORE, ORGANS, _centre_crop, resize_box, resized_organs, target_shape)
     from napari_fvlm.core.model.pooling import token_mask
     from napari_fvlm.core.model.vision import interpolate_position_embedding
 
@@ -75,8 +75,8 @@ def _baseline_scores(model, ct, labels) -> dict:
         image = window(resize_box(ct.array, shape_out, whole), config.hu_window)
         organs = resized_organs(np.asarray(labels.array), shape_out)
         where = np.argwhere(organs > 0)
-        lo = np.maximum(where.min(0) - 5, 0)
-        hi = np.minimum(where.max(0) + 5, shape_out)
+        lo = np.maximum(where.min(0) - MARGIN_BEFORE, 0)  # the reference's [min - margin, max + margin)
+        hi = np.minimum(where.max(0) + MARGIN_BEFORE, shape_out)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         image, organs = image[box], organs[box]
         pad = np.maximum(np.array(config.min_input_shape_zyx), organs.shape) - organs.shape
