@@ -12,13 +12,22 @@ from .core.errors import FvlmInputError
 FINDING_HEATMAP_THRESHOLD = 0.5
 
 
-def masks_for(ct, masks: str | None, device: str, progress=None):
-    """Anatomy labels on the CT grid from a mask file/folder, or TotalSegmentator when none is given."""
+def masks_for(ct, masks: str | None, device: str, progress=None, fast: bool = True):
+    """Anatomy labels on the CT grid from a mask file/folder, or TotalSegmentator when none is given
+    (``fast``: its 3 mm `total` model, else the full-resolution one)."""
     if masks:
         from .core.anatomy.providers import MaskFileProvider
         return MaskFileProvider(masks).segment(ct, progress=progress)
     from .core.anatomy.totalseg import TotalSegmentatorProvider
-    return TotalSegmentatorProvider(fast=True, device=device).segment(ct, progress=progress)
+    return TotalSegmentatorProvider(fast=fast, device=device).segment(ct, progress=progress)
+
+
+def model_totalseg_fast(model: str | None) -> bool:
+    """The TotalSegmentator mode a model was trained with, read from its config (no torch)."""
+    from .core.inference.models import resolve_model_source
+    from .core.model.config import read_checkpoint_config
+
+    return read_checkpoint_config(resolve_model_source(model))[0].totalseg_fast
 
 
 def heatmap_info(analysis, anatomy: str, finding: str) -> dict:
@@ -62,8 +71,9 @@ def summary_line(analysis) -> str:
 
 
 def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | None = None,
-                queries=(), device: str = "auto", log=print) -> dict:
-    """The whole command; returns the findings document. Raises FvlmInputError for bad input."""
+                queries=(), device: str = "auto", log=print, protocol: str | None = None) -> dict:
+    """The whole command; returns the findings document. Raises FvlmInputError for bad input.
+    ``protocol`` overrides the model config's inference protocol ("reference" or "single-pass")."""
     from ._reader import read_volume
     from .core.inference.export import check_out_dir, write_analysis
     from .core.inference.grounding import check_query
@@ -82,16 +92,19 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
         if ct.source is not None and ct.source.details.get("not_ct"):
             log(f"warning: {ct_path} does not look like a CT in Hounsfield units: {ct.source.details['not_ct']}; "
                 f"the scores assume a CT.")
-        labels = masks_for(ct, masks, device)
+        labels = masks_for(ct, masks, device, fast=True if masks else model_totalseg_fast(model))
         analyzer = loading.result()
     finally:
         pool.shutdown(wait=False)  # a bad CT is reported at once, not after the model has loaded
+    if protocol is not None:
+        analyzer.protocol = protocol
     net = analyzer.model
     encoded, analysis = analyzer.analyze(ct, labels, queries)
     heatmaps = {f"query:{i}": (g.heatmap, {"query": g.text}) for i, g in enumerate(analysis.queries)}
     heatmaps.update(top_finding_heatmaps(analyzer, encoded, analysis))
     analysis.timing_s["total"] = time.perf_counter() - start
     model_info = {"name": net.config.name, "source": str(model or "demo"), "config": net.config.to_dict()}
+    model_info["protocol"] = analyzer.protocol
     write_analysis(out, ct, analysis, heatmaps, model_info, {"masks": {"source": masks or "TotalSegmentator"}})
     log(f"analysis of {ct_path} written to {out} ({len(analysis.scores)} anatomies, "
         f"{len(heatmaps)} heatmaps, {analysis.timing_s['total']:.1f}s); {summary_line(analysis)}")

@@ -41,14 +41,29 @@ def _cmd_analyze(args) -> None:
     from .analyze import run_analyze
 
     run_analyze(args.ct, args.out, masks=args.masks, model=args.model, queries=args.query or (),
-                device=args.device)
+                device=args.device, protocol=args.protocol)
 
 
 def _cmd_convert(args) -> None:
     from .core.model.convert_official import convert_official
 
-    convert_official(args.checkpoint, args.out, text_encoder=args.text_encoder)
-    print(f"converted {args.checkpoint} -> {args.out}")
+    config = _model_config(args.config) if args.config else None
+    _, notes = convert_official(args.checkpoint, args.out, config=config, text_encoder=args.text_encoder)
+    print(f"converted {args.checkpoint} -> {args.out}" + "".join(f"\n  note: {n}" for n in notes))
+
+
+def _model_config(value: str):
+    """A preset name or a model config JSON file."""
+    from pathlib import Path
+
+    from .core.model.config import PRESETS, ModelConfig
+
+    if value in PRESETS:
+        return PRESETS[value]
+    path = Path(value)
+    if not path.is_file():
+        raise FvlmInputError(f"--config '{value}' is neither a preset ({', '.join(PRESETS)}) nor a JSON file.")
+    return ModelConfig.from_json(path.read_text(encoding="utf-8"))
 
 
 def _cmd_download(args) -> None:
@@ -79,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--model", help="checkpoint folder, 'demo' (default) or a hub id such as fvlm-b")
     analyze.add_argument("--query", action="append", metavar="TEXT", help="free-text finding (repeatable)")
     analyze.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    analyze.add_argument("--protocol", choices=["reference", "single-pass"],
+                         help="inference protocol (default: the model's; converted official weights use "
+                              "'reference', the per-organ crops of the official evaluation)")
     analyze.add_argument("--out", required=True, help="output folder (new, empty, or an earlier output)")
     analyze.set_defaults(run=_cmd_analyze)
 
@@ -86,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("checkpoint")
     convert.add_argument("out")
     convert.add_argument("--text-encoder", help="local CXR-BERT folder (default: the hub cache)")
+    convert.add_argument("--config", help="model config: a preset name or a JSON file (default: fvlm-b)")
     convert.set_defaults(run=_cmd_convert)
 
     download = sub.add_parser("download", help="download a model from the hub into the local cache")

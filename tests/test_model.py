@@ -56,6 +56,25 @@ def test_config_json_round_trip_and_refusals():
         ModelConfig.from_dict({k: v for k, v in data.items() if k != "width"})
     with pytest.raises(FvlmInputError, match="not valid JSON"):
         ModelConfig.from_json("{width: 1")
+    with pytest.raises(FvlmInputError, match="inference_protocol must be one of"):
+        ModelConfig.from_dict({**data, "inference_protocol": "sliding"})
+    with pytest.raises(FvlmInputError, match="reference protocol needs the 'ct-rate'"):
+        ModelConfig.from_dict({**data, "inference_protocol": "reference"})
+    with pytest.raises(FvlmInputError, match="finding_prompts must map"):
+        ModelConfig.from_dict({**data, "finding_prompts": {"emphysema": ["Emphysema."]}})
+
+
+def test_finding_prompts_replace_the_templates_for_their_findings():
+    from napari_fvlm.core.inference.findings import finding_prompts
+
+    config = ModelConfig.from_dict({**DEMO.to_dict(), "finding_prompts": {"atelectasis": ["Atelectatic.",
+                                                                                        "Not Atelectatic."]}})
+    assert ModelConfig.from_json(config.to_json()) == config
+    assert json.loads(config.to_json())["finding_prompts"] == {"atelectasis": ["Atelectatic.", "Not Atelectatic."]}
+    assert finding_prompts(config, "lung", "atelectasis") == ("Atelectatic.", "Not Atelectatic.")
+    assert finding_prompts(config, "lung", "emphysema") == ("Emphysema.", "Lung shows no significant "
+                                                                               "abnormalities.")
+    assert preset("demo").finding_prompts == () and preset("demo").inference_protocol == "single-pass"
 
 
 def test_config_module_does_not_import_torch():

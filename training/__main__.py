@@ -7,6 +7,7 @@
     python -m training evaluate --model runs/phantom-demo/best --split test
     python -m training calibrate --model runs/phantom-demo/best [--split val]   # writes calibration.json
     python -m training calibration-check --model runs/phantom-demo/best --split test
+    python -m training evaluate --model fvlm-b-official --ct-rate ROOT   # any model, raw CT-RATE volumes
     python -m training laterality --model runs/phantom-demo/best --seeds 20000:20128
     python -m training compare runs/phantom-anatomy runs/phantom-global-clip --out table.md
 """
@@ -61,6 +62,17 @@ def _parser() -> argparse.ArgumentParser:
                              "model not written by training (e.g. a converted official checkpoint)")
         command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                              help="override the config (e.g. cache_dir=...)")
+    evaluate.add_argument("--ct-rate", metavar="ROOT", help="evaluate on the CT-RATE layout at ROOT with the "
+                          "model's own inference protocol (for models not trained here, e.g. converted "
+                          "official weights; docs/ct-rate-official.md)")
+    evaluate.add_argument("--masks", default="masks", help="with --ct-rate: the TotalSegmentator masks folder")
+    evaluate.add_argument("--limit", type=int, default=0, help="with --ct-rate: at most this many volumes per split")
+    evaluate.add_argument("--val-fraction", type=float, default=0.05,
+                          help="with --ct-rate: share of the train patients held out for validation (thresholds)")
+    evaluate.add_argument("--metadata-rescale", action="store_true",
+                          help="with --ct-rate: apply the metadata CSV's slope/intercept (CT-RATE v1 files)")
+    evaluate.add_argument("--protocol", choices=("reference", "single-pass"),
+                          help="with --ct-rate: override the model's inference protocol")
     laterality = commands.add_parser("laterality", help="left/right queries on held-out phantoms, "
                                                         "with the CT stored in several orientations")
     laterality.add_argument("--model", required=True, help="checkpoint folder")
@@ -122,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:
                 Path(args.out).write_text(table, encoding="utf-8")
             print(table)
+        elif args.ct_rate:
+            from .official_eval import evaluate_on_ct_rate
+
+            result = evaluate_on_ct_rate(args.model, args.ct_rate, args.masks, args.split, args.out, args.bootstrap,
+                                         val_fraction=args.val_fraction, limit=args.limit,
+                                         metadata_rescale=args.metadata_rescale,
+                                         protocol=args.protocol)
+            print(json.dumps(result["summary"], indent=2))
         else:
             from .evaluate import evaluate_checkpoint
 

@@ -108,8 +108,8 @@ def _span(progress: Progress | None, low: float, high: float) -> Progress | None
     return lambda fraction, message: progress(low + (high - low) * float(fraction), message)
 
 
-def anatomy_provider(source: AnatomySource, device: str):
-    """The segmentation provider for an anatomy source."""
+def anatomy_provider(source: AnatomySource, device: str, fast: bool = True):
+    """The segmentation provider for an anatomy source (``fast``: TotalSegmentator's 3 mm model)."""
     from ..core.anatomy.providers import MaskFileProvider, VolumeProvider
 
     if source.kind == "labels":
@@ -122,7 +122,7 @@ def anatomy_provider(source: AnatomySource, device: str):
         return MaskFileProvider(source.path)
     if source.kind == "totalseg":
         from ..core.anatomy.totalseg import TotalSegmentatorProvider
-        return TotalSegmentatorProvider(fast=True, device=device)
+        return TotalSegmentatorProvider(fast=fast, device=device)
     raise FvlmInputError(f"Unknown anatomy source {source.kind!r}; choose one of {', '.join(ANATOMY_KINDS)}.")
 
 
@@ -172,7 +172,7 @@ def run_analysis(request: AnalysisRequest, models: ModelCache, progress: Progres
     analyzer = load_with_progress(models, request, progress)
     check_cancel(cancel)
     masks_end = 0.6 if request.anatomy.kind == "totalseg" else 0.15
-    provider = anatomy_provider(request.anatomy, request.device)
+    provider = anatomy_provider(request.anatomy, request.device, fast=analyzer.config.totalseg_fast)
     labels = provider.segment(request.ct, _span(progress, 0.05, masks_end), cancel)
     if not labels.labels:
         raise FvlmInputError("The masks hold no TotalSegmentator anatomy; choose the segmentation of this CT.")

@@ -53,9 +53,9 @@ def _lobe(name: str) -> AnatomyGroup:
 _HEART, _AORTA, _ESOPHAGUS = (_group(n, (n,)) for n in ("heart", "aorta", "esophagus"))
 
 GROUP_SETS: dict[str, tuple[AnatomyGroup, ...]] = {
-    "ct-rate": (
+    "ct-rate": (  # as the reference merges `total` classes: its heart holds the left atrial appendage
         _group("lung", LUNG_LOBES),
-        _HEART,
+        _group("heart", ("heart", "atrial_appendage_left")),
         _ESOPHAGUS,
         _AORTA,
     ),

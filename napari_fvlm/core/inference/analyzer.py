@@ -47,11 +47,12 @@ class Analyzer:
     ``calibration`` is the model folder's (`read_calibration`), None when it has none."""
 
     def __init__(self, model, finding_set: str = "all", name: str | None = None,
-                 calibration: Calibration | None = None):
+                 calibration: Calibration | None = None, protocol: str | None = None):
         self.model = model
         self.finding_set = finding_set
         self.name = name or model.config.name
         self.calibration = calibration
+        self.protocol = protocol or model.config.inference_protocol  # see ModelConfig.inference_protocol
         self._encoded: OrderedDict[object, EncodedCT] = OrderedDict()
         self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_encoder = None  # made at the first text: see TextEncoder.inference_copy
@@ -68,7 +69,9 @@ class Analyzer:
         if missing:
             if self._text_encoder is None:
                 self.model.encode_text([])  # a clear error when the model has no text encoder
-                self._text_encoder = self.model.text.inference_copy()
+                # the reference protocol keeps float32 text: a bfloat16 copy moves its scores
+                reference = self.protocol == "reference"
+                self._text_encoder = self.model.text if reference else self.model.text.inference_copy()
             with torch.inference_mode():
                 new = self._text_encoder(missing).float()
             for text, row in zip(missing, new):
@@ -87,12 +90,18 @@ class Analyzer:
         if progress is not None:
             progress(0.02, "preparing the CT")
         labels = align_labels(ct, labels)
-        prepared = prepare_for_model(ct, labels, self.config)
-        check_cancel(cancel)
-        prepare_s = time.perf_counter() - start
-        with self._lock:
-            encoded = encode_ct(self.model, prepared, progress, cancel)
-        encoded.timing_s["prepare"] = prepare_s
+        if self.protocol == "reference":
+            from .reference_protocol import encode_reference
+
+            with self._lock:
+                encoded = encode_reference(self.model, ct, labels, progress, cancel)
+        else:
+            prepared = prepare_for_model(ct, labels, self.config)
+            check_cancel(cancel)
+            prepare_s = time.perf_counter() - start
+            with self._lock:
+                encoded = encode_ct(self.model, prepared, progress, cancel)
+            encoded.timing_s["prepare"] = prepare_s
         if key is not None:
             self._encoded[key] = encoded
             while len(self._encoded) > MAX_CACHED_CTS:

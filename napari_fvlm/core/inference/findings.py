@@ -26,6 +26,28 @@ PHANTOM_FINDINGS: dict[str, tuple[str, ...]] = {
 
 FINDING_SETS = {"ct-rate": CT_RATE_FINDINGS, "phantom": PHANTOM_FINDINGS}
 
+# The official fVLM evaluation's (positive, negative) sentences per CT-RATE finding, word for word
+# (its eval.py): four are worded differently from the label, and "Not" keeps the label's capital.
+REFERENCE_PROMPTS: dict[str, tuple[str, str]] = {
+    "emphysema": ("Emphysema.", "Not Emphysema."),
+    "atelectasis": ("Atelectatic.", "Not Atelectatic."),
+    "lung nodule": ("Nodule.", "Not Nodule."),
+    "lung opacity": ("Opacity.", "Not Opacity."),
+    "pulmonary fibrotic sequela": ("Pulmonary fibrotic.", "Not Pulmonary fibrotic."),
+    "pleural effusion": ("Pleural effusion.", "Not Pleural effusion."),
+    "mosaic attenuation pattern": ("Mosaic attenuation pattern.", "Not Mosaic attenuation pattern."),
+    "peribronchial thickening": ("Peribronchial thickening.", "Not Peribronchial thickening."),
+    "consolidation": ("Consolidation.", "Not Consolidation."),
+    "bronchiectasis": ("Bronchiectasis.", "Not Bronchiectasis."),
+    "interlobular septal thickening": ("Interlobular septal thickening.", "Not Interlobular septal thickening."),
+    "cardiomegaly": ("Cardiomegaly.", "Not Cardiomegaly."),
+    "pericardial effusion": ("Pericardial effusion.", "Not Pericardial effusion."),
+    "coronary artery wall calcification": ("Coronary artery wall calcification.",
+                                           "Not Coronary artery wall calcification."),
+    "hiatal hernia": ("Hiatal hernia.", "Not Hiatal hernia."),
+    "arterial wall calcification": ("Arterial wall calcification.", "Not Arterial wall calcification."),
+}
+
 def organ_of(anatomy: str) -> str:
     """The organ whose findings an anatomy group is scored for (lobes and sides -> lung)."""
     if anatomy.startswith("lung"):
@@ -61,8 +83,12 @@ def prompt_pair(finding: str, positive: str, negative: str, anatomy: str = "") -
 
 
 def finding_prompts(config, anatomy: str, finding: str) -> tuple[str, str]:
-    """The (positive, negative) prompts a model config scores ``finding`` on ``anatomy`` with:
-    the one rule for scores, heatmaps and training's auxiliary labels."""
+    """The (positive, negative) prompts a model config scores ``finding`` on ``anatomy`` with: its
+    stored sentences when its config has them (`ModelConfig.finding_prompts`, e.g. the official
+    checkpoint's), else its templates. The one rule for scores, heatmaps and training's labels."""
+    stored = config.prompts_for(finding)
+    if stored:
+        return stored
     display = anatomy_displays(config.anatomy_group_set).get(anatomy, anatomy)
     return prompt_pair(finding, config.prompt_positive, config.prompt_negative, display)
 

@@ -19,6 +19,7 @@ CHECKPOINT_FORMAT = "napari-fvlm-checkpoint"
 CHECKPOINT_CONFIG_FILE = "config.json"
 CHECKPOINT_WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+INFERENCE_PROTOCOLS = ("single-pass", "reference")
 
 _TUPLE_FIELDS = {
     "anatomies", "spacing_zyx", "hu_window", "min_input_shape_zyx", "patch_zyx",
@@ -67,6 +68,13 @@ class ModelConfig:
     focal_features: int = 0
     prompt_positive: str = "{finding}."  # zero-shot prompt pair (METHOD.md); a trained model keeps
     prompt_negative: str = "No {finding}."  # the wording it was evaluated with
+    # {finding: (positive, negative)} exact sentences that replace the templates for those findings
+    # (JSON: an object of [positive, negative] pairs); the official model's come from its eval.py
+    finding_prompts: tuple[tuple[str, str, str], ...] = ()
+    # "single-pass": one encoding of the crop around all anatomies; "reference": the official fVLM
+    # evaluation's per-organ crops (core/inference/reference_protocol.py)
+    inference_protocol: str = "single-pass"
+    totalseg_fast: bool = True  # the TotalSegmentator `total` mode the model was trained with (fast 3 mm)
     config_version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -74,7 +82,15 @@ class ModelConfig:
             object.__setattr__(self, key, tuple(getattr(self, key)))
         for key in ("input_windows", "focal_blobs"):
             object.__setattr__(self, key, tuple(tuple(float(v) for v in item) for item in getattr(self, key)))
+        prompts = self.finding_prompts
+        if isinstance(prompts, dict):
+            prompts = [(finding, *pair) for finding, pair in prompts.items()]
+        object.__setattr__(self, "finding_prompts", tuple(tuple(entry) for entry in prompts))
         self._validate()
+
+    def prompts_for(self, finding: str) -> tuple[str, str] | None:
+        """The (positive, negative) sentences stored for ``finding``, or None (use the templates)."""
+        return next(((p, n) for f, p, n in self.finding_prompts if f == finding), None)
 
     def _validate(self) -> None:
         problems = []
@@ -104,6 +120,12 @@ class ModelConfig:
         if "{finding}" not in self.prompt_positive or not any(
                 key in self.prompt_negative for key in ("{finding}", "{anatomy}")):
             problems.append("prompt_positive must contain '{finding}', prompt_negative '{finding}' or '{anatomy}'")
+        if any(len(e) != 3 or not all(isinstance(t, str) and t.strip() for t in e) for e in self.finding_prompts):
+            problems.append("finding_prompts must map findings to [positive, negative] sentences")
+        if self.inference_protocol not in INFERENCE_PROTOCOLS:
+            problems.append(f"inference_protocol must be one of {', '.join(INFERENCE_PROTOCOLS)}")
+        if self.inference_protocol == "reference" and self.anatomy_group_set != "ct-rate":
+            problems.append("the reference protocol needs the 'ct-rate' anatomy group set")
         if self.stem_channels < 0 or (self.stem_channels and any(p % 4 for p in self.patch_zyx)):
             problems.append("stem_channels must be 0, or > 0 with every patch size divisible by 4")
         if self.stem_kind not in ("maxpool", "conv"):
@@ -149,7 +171,9 @@ class ModelConfig:
         return len(self.tap_blocks) + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        data["finding_prompts"] = {f: [p, n] for f, p, n in self.finding_prompts}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":

@@ -92,6 +92,9 @@ def native_bfloat16_cpu() -> bool:
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
+_REFERENCE_BERT_KEYS = ("add_type_embeddings", "encoder_width")  # LAVIS "med" BERT config keys
+
+
 def _load_hf_config(source: str):
     """A standard transformers config for ``source``; custom model types fall back to BERT."""
     from transformers import BertConfig, PretrainedConfig
@@ -101,7 +104,9 @@ def _load_hf_config(source: str):
         data, _ = PretrainedConfig.get_config_dict(source)
     except (OSError, ValueError) as error:
         raise FvlmInputError(f"Text encoder '{source}' could not be found ({_first_line(error)}); {_HELP}.") from None
-    data = {k: v for k, v in data.items() if k not in ("auto_map", "architectures")}
+    data = {k: v for k, v in data.items() if k not in ("auto_map", "architectures", *_REFERENCE_BERT_KEYS)}
+    if data.get("add_cross_attention") and not data.get("is_decoder"):
+        data["add_cross_attention"] = False  # only a decoder runs cross-attention, never text encoding
     model_type = str(data.get("model_type", ""))
     if model_type in CONFIG_MAPPING:
         return CONFIG_MAPPING[model_type].from_dict(data)
