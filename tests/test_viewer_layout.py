@@ -195,7 +195,8 @@ def test_the_demo_opens_large_with_masks_three_planes_and_the_first_heatmap(make
     assert viewer.layers["phantom 0 anatomy"].visible
     assert not viewer.layers["phantom 0 lesions"].visible
     heatmaps = [layer for layer in viewer.layers if HEATMAP_KEY in layer.metadata]
-    top_anatomy, top_finding, _p = panel.view.table.rows()[0]
+    top = panel.view.table.rows()[0]
+    top_anatomy, top_finding = top.anatomy, top.finding
     assert [layer.name for layer in heatmaps] == [f"{top_finding} ({top_anatomy})"] and heatmaps[0].visible
     assert panel.layout_of_views.three_shown == (window.width() >= THREE_PLANES_MIN_WIDTH)
     # every anatomy name is either shown whole or carries its full text as a tooltip
@@ -250,8 +251,8 @@ def test_no_model_work_or_mask_scan_on_the_gui_thread(make_napari_viewer, case, 
     wait_idle(qtbot, panel)
     assert panel.state.result is not None, panel.view.status.text()
 
-    anatomy, finding, _p = panel.view.table.rows()[2]
-    panel.view.table.choose(anatomy, finding)
+    third = panel.view.table.rows()[2]
+    panel.view.table.choose(third.anatomy, third.finding)
     wait_idle(qtbot, panel)
     assert panel.ask("fluid around the heart")
     wait_idle(qtbot, panel)

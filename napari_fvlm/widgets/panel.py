@@ -158,7 +158,7 @@ class FvlmPanel(QWidget):
                       f"or ask below.{absent}")
         rows = self.view.table.rows()
         if rows:  # the most probable finding's map, at once
-            self.view.table.choose(rows[0][0], rows[0][1])
+            self.view.table.choose(rows[0].anatomy, rows[0].finding)
 
     def _analysis_refused(self, message: str) -> None:
         if not self.state.closed:
