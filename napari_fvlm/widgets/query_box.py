@@ -26,7 +26,8 @@ class QueryBox(QWidget):
         self.peak = QLabel("")
         self.peak.setWordWrap(True)
         self.top = QListWidget()
-        self.top.setToolTip("Anatomies closest to the query (cosine similarity)")
+        self.top.setToolTip("The searched anatomies by the query map's highest probability inside each "
+                           "(the first holds the peak)")
         self.history = QListWidget()
         self.history.setToolTip("Past queries: click one to show it again")
         for view in (self.top, self.history):
@@ -49,14 +50,14 @@ class QueryBox(QWidget):
         self.query_submitted.emit(self.edit.text())
 
     def show_grounding(self, grounding) -> None:
-        """The peak, the top anatomies with their scores, and the query at the top of the history."""
+        """The peak, the top anatomies with their peak probabilities, and the query at the top of the history."""
         x, y, z = grounding.peak_world_mm
         side = "patient's left" if x < 0 else "patient's right"
         self.peak.setText(f"<b>{grounding.text}</b>: peak in <b>{grounding.peak_anatomy.replace('_', ' ')}</b> "
                           f"({side}, z = {z:.0f} mm)")
         self.top.clear()
         for anatomy, score in grounding.anatomy_scores[:TOP_ANATOMIES]:
-            self.top.addItem(QListWidgetItem(f"{anatomy.replace('_', ' ')}   {score:+.3f}"))
+            self.top.addItem(QListWidgetItem(f"{anatomy.replace('_', ' ')}   {score:.3f}"))
         self._remember(grounding.text)
 
     def clear(self) -> None:
