@@ -137,18 +137,24 @@ def test_the_panel_shows_calibrated_probabilities_and_exports_them(make_napari_v
     masks_layer = viewer.open(str(folder / "anatomy.nii.gz"), plugin="napari-fvlm")[0]
     _dock, panel = viewer.window.add_plugin_dock_widget("napari-fvlm", "fVLM analysis")
     panel.view.inputs.select(ct=ct_layer.name, labels=masks_layer.name, checkpoint=calibrated)
+    said, say = [], panel.view.say
+    panel.view.say = lambda message, level="info": (said.append(message), say(message, level))
     assert panel.analyze()
-    qtbot.waitUntil(lambda: not panel.runner.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.runner.busy, timeout=60_000)  # the analysis, then the top finding's map
     result = panel.state.result
     assert result is not None, panel.view.status.text()
-    assert "1 above threshold" in panel.view.status.text()
+    scored = [m for m in said if m.startswith("Scored ")]  # the analysis' words, before the map's
+    assert len(scored) == 1 and scored[0].startswith(f"Scored {len(result.analysis.scores)} anatomies "
+                                                     "(1 above threshold) in ")
     assert panel.view.table.calibration_status == "calibrated"
     assert panel.view.findings_box.title().startswith("Findings (calibrated probability")
     first = panel.view.table.rows()[0]
     assert (first.anatomy, first.finding, first.above) == ("heart", FLAGGED, True)
     assert not any(r.above for r in panel.view.table.rows()[1:])
-    assert panel.view.table.choose("heart", FLAGGED)
-    assert "above its threshold" in panel.view.status.text()
+    assert panel.view.table.choose("heart", FLAGGED)  # the top row, already chosen: its heatmap job runs
+    qtbot.waitUntil(lambda: not panel.runner.busy, timeout=60_000)
+    assert f"{FLAGGED} in heart: p = {result.analysis.calibrated['heart'][FLAGGED].probability:.2f}, above its threshold" \
+        in panel.view.status.text()
 
     out = tmp_path / "export"
     assert panel.export_findings(out)

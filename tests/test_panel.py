@@ -14,6 +14,7 @@ from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS
 from napari_fvlm.core.geometry import display_scale_translate
 from napari_fvlm.core.windows import contrast_limits
 from napari_fvlm.widgets.layers import HEATMAP_KEY, ras_to_napari_world
+from napari_fvlm.widgets.panel import score_words
 
 from engine_fixtures import write_synthetic_case
 
@@ -78,11 +79,13 @@ def test_drag_and_drop_layers_are_offered_and_analysis_fills_the_table(make_napa
 
 def test_the_top_finding_is_shown_after_the_analysis(analysed):
     viewer, panel, _, _ = analysed
-    anatomy, finding, _p = panel.view.table.rows()[0]
+    top = panel.view.table.rows()[0]
+    anatomy, finding = top.anatomy, top.finding
     heatmaps = [layer.name for layer in viewer.layers if HEATMAP_KEY in layer.metadata]
     assert heatmaps == [f"{finding} ({anatomy})"]
     assert panel.state.shown_findings == [(anatomy, finding)]
-    assert f"{finding} in {anatomy.replace('_', ' ')}: p = " in panel.view.status.text()
+    words = score_words(panel.state.result.analysis, anatomy, finding)  # a random model: uncalibrated words
+    assert f"{finding} in {anatomy.replace('_', ' ')}: {words}; strongest at z = " in panel.view.status.text()
 
 
 def test_choosing_a_finding_shows_its_heatmap_inside_the_ct_and_jumps_to_its_peak(analysed, qtbot):
@@ -96,8 +99,11 @@ def test_choosing_a_finding_shows_its_heatmap_inside_the_ct_and_jumps_to_its_pea
     assert "uncalibrated" in panel.view.status.text()
     layer = viewer.layers[f"{finding} ({anatomy})"]
     encoded = panel.state.result.encoded
-    token_scale, _ = display_scale_translate(encoded.token_affine)
-    np.testing.assert_allclose(layer.scale, token_scale, rtol=0.2)  # about the token size: not upsampled
+    heatmap = panel.state.result.analyzer.finding_heatmap(encoded, anatomy, finding)
+    assert encoded.fine is not None  # the demo model maps per voxel of its input grid
+    np.testing.assert_allclose(heatmap.affine, encoded.fine.affine)
+    map_scale, _ = display_scale_translate(heatmap.affine)
+    np.testing.assert_allclose(layer.scale, map_scale, rtol=0.2)  # about the map's own spacing: not upsampled
     assert np.all(np.asarray(layer.scale) > np.asarray(ct_layer.scale))
     # the map's world extent is the CT's: the sliders do not move when it is added
     corners = lambda lyr: (np.asarray(lyr.translate) - np.asarray(lyr.scale) / 2,  # noqa: E731
@@ -105,9 +111,10 @@ def test_choosing_a_finding_shows_its_heatmap_inside_the_ct_and_jumps_to_its_pea
     for mine, ct in zip(corners(layer), corners(ct_layer)):
         np.testing.assert_allclose(mine, ct, atol=1e-6)
     assert viewer.dims.range == ranges
-    # the values shown are the model's token values (nearest token, no blending)
-    heatmap = panel.state.result.analyzer.finding_heatmap(encoded, anatomy, finding)
+    # the values shown are the map's own probabilities (nearest voxel, no blending, no rescaling)
     assert set(np.unique(layer.data)) <= set(np.unique(heatmap.values)) | {0.0}
+    assert 0.0 <= heatmap.values.min() and heatmap.values.max() <= 1.0 and not heatmap.values[~heatmap.inside].any()
+    assert tuple(layer.contrast_limits)[1] == 1.0  # the fixed probability scale
     assert layer.blending == "additive" and layer.colormap.name == "inferno"
     assert layer.contrast_limits[0] == pytest.approx(panel.view.threshold.value() / 100)
     peak_world = layer.data_to_world(np.unravel_index(np.argmax(layer.data), layer.data.shape))
@@ -135,7 +142,11 @@ def test_a_query_shows_its_heatmap_top_anatomies_and_history(analysed, qtbot):
     np.testing.assert_allclose(peak_world, ras_to_napari_world(grounding.peak_world_mm), atol=max(layer.scale))
     assert viewer.dims.point[0] == pytest.approx(peak_world[0], abs=layer.scale[0])
     assert grounding.peak_anatomy == "lung_lower_lobe_left"  # the query names the lobe: search is restricted
-    assert query.top.count() == 5 and query.history_texts() == ["nodule in the left lower lobe"]
+    # only the named lobe was searched: it alone is ranked, by the map's peak inside it
+    assert grounding.searched == ["lung_lower_lobe_left"]
+    assert grounding.anatomy_scores == [("lung_lower_lobe_left", pytest.approx(grounding.peak_probability, abs=1e-4))]
+    assert query.top.count() == 1 and query.top.item(0).text().startswith("lung lower lobe left")
+    assert query.history_texts() == ["nodule in the left lower lobe"]
 
     query.keep_previous.setChecked(True)
     assert panel.ask("fluid around the heart")
