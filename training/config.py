@@ -65,6 +65,10 @@ class TrainConfig:
     exclude_cut: bool = False  # leave anatomies touching the scan's edge out of the loss (see docs)
     co_teaching_alpha: float = 0.0  # > 0 trains a peer model and mixes its similarities in
     aux_bce_weight: float = 0.0  # > 0 adds BCE of each (anatomy, finding) prompt pair's logit vs the labels
+    # a second stage: start from a checkpoint folder's weights and train only the parameters whose
+    # names start with one of ``train_only`` (all when empty)
+    init_from: str = ""
+    train_only: tuple[str, ...] = ()
     # machinery
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -80,7 +84,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("train_seeds", "val_seeds", "test_seeds", "betas", "phantom_shape", "phantom_spacing"):
+        for key in ("train_seeds", "val_seeds", "test_seeds", "betas", "phantom_shape", "phantom_spacing",
+                    "train_only"):
             setattr(self, key, tuple(getattr(self, key)))
         self.validate()
 

@@ -45,12 +45,32 @@ def run_folder(config: TrainConfig) -> Path:
 
 
 def build_models(config: TrainConfig) -> list:
-    """The model, and with co-teaching a peer from another initialisation."""
+    """The model, and with co-teaching a peer from another initialisation; ``init_from`` starts
+    them from a checkpoint's weights, ``train_only`` freezes every other parameter."""
     models = []
     for index in range(2 if config.co_teaching_alpha > 0 else 1):
         torch.manual_seed(config.seed + 7919 * index)
-        models.append(build_model(config.model_config()))
+        model = build_model(config.model_config())
+        if config.init_from:
+            _load_initial_weights(model, config.init_from)
+        if config.train_only:
+            for name, parameter in model.named_parameters():
+                parameter.requires_grad_(parameter.requires_grad and name.startswith(tuple(config.train_only)))
+        models.append(model)
     return models
+
+
+def _load_initial_weights(model, folder: str) -> None:
+    from napari_fvlm.core.model.checkpoint import check_weights, read_weights, saved_state
+    from napari_fvlm.core.model.config import read_checkpoint_config
+
+    config, _ = read_checkpoint_config(folder)
+    if config != model.config:
+        raise FvlmInputError(f"init_from '{folder}' holds a model of another configuration; "
+                             "start from a checkpoint of the same model config.")
+    tensors = read_weights(Path(folder))
+    check_weights(saved_state(model), tensors, f"'{folder}'")
+    model.load_state_dict(tensors, strict=False)
 
 
 def _texts_of(dataset: CachedDataset, reports: bool) -> set[str]:
