@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command set-up: system packages (Xvfb for headless napari), a virtual
-# environment in .venv, and this project with its test extras. Idempotent.
+# environment in .venv, and this project with its test extras and a Qt binding (`all`). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,9 +25,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     constraints=constraints-gpu.txt  # a GPU is present: let pip take torch's CUDA build
   fi
-  .venv/bin/python -m pip install -q -c "$constraints" -e ".[test]" 2>&1 \
+  .venv/bin/python -m pip install -q -c "$constraints" -e ".[test,all]" 2>&1 \
     | grep -vE "^WARNING: Location .* is ignored" || true
-  .venv/bin/python -c "import torch, napari, napari_fvlm" || { echo "set-up failed: see pip output above" >&2; exit 1; }
+  .venv/bin/python -c "import torch, napari, napari_fvlm, qtpy.QtWidgets" || { echo "set-up failed: see pip output above" >&2; exit 1; }
   touch "$stamp"
 fi
 echo "set-up done: .venv ready"

@@ -1,4 +1,4 @@
-"""`fvlm phantom` and `fvlm convert-official` from the command line."""
+"""`fvlm phantom`, `fvlm convert-official` and `fvlm download` from the command line."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from napari_fvlm.cli import main
+from napari_fvlm.core.errors import FvlmInputError
 
 
 def test_phantom_command_writes_the_documented_files(tmp_path, capsys):
@@ -42,3 +44,31 @@ def test_convert_official_refuses_clearly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "missing.pth" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_download_fetches_the_pinned_revision_of_fvlm_b(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from napari_fvlm.core.inference.models import HUB_MODELS, resolve_model_source
+
+    calls = []
+
+    def snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        if kwargs["local_files_only"]:
+            raise LocalEntryNotFoundError("not cached")
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    repo_id, revision = HUB_MODELS["fvlm-b"]
+    assert revision  # a pinned revision, never the moving default branch
+
+    assert main(["download", "fvlm-b"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path)
+    assert calls[-1][0] == repo_id
+    assert calls[-1][1]["revision"] == revision and calls[-1][1]["local_files_only"] is False
+
+    with pytest.raises(FvlmInputError, match=f"at revision {revision} .*`fvlm download fvlm-b`"):
+        resolve_model_source("fvlm-b")  # offline: the local cache, at the same revision
+    assert calls[-1][1]["revision"] == revision and calls[-1][1]["local_files_only"] is True

@@ -13,6 +13,7 @@ import pytest
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.geometry import CANONICAL_AXCODES
 from napari_fvlm.core.io.nifti import read_nifti, write_nifti
+from napari_fvlm.core.volume import Volume
 
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
 REAL_FILES = [
@@ -101,6 +102,24 @@ def test_masks_keep_their_names_through_a_round_trip(tmp_path):
     reread = read_nifti(write_nifti(volume, tmp_path / "named.nii.gz"))
     assert reread.labels == {5: "liver", 200: "tumour"} and reread.source.details["note"] == ""
     np.testing.assert_array_equal(reread.array, volume.array)
+
+
+def test_label_names_with_xml_characters_survive_a_round_trip(tmp_path):
+    mask = np.zeros((6, 6, 6), np.uint8)
+    for value in (1, 2, 3, 4):
+        mask[value, :2, :2] = value
+    names = {1: "lung & pleura", 2: "nodule <5 mm", 3: 'ground-glass "GGO" ]]> odd', 4: "Lunge rechts: Oberlappen ü"}
+    volume = read_nifti(write_nifti(Volume(mask, np.eye(4), labels=names), tmp_path / "a.nii.gz"))
+    assert volume.labels == names
+    assert read_nifti(write_nifti(volume, tmp_path / "b.nii.gz")).labels == names  # and a second time
+
+
+def test_a_label_name_xml_cannot_hold_is_refused_before_writing(tmp_path):
+    mask = np.zeros((4, 4, 4), np.uint8)
+    mask[1, 1, 1] = 7
+    with pytest.raises(FvlmInputError, match="label 7.*U\\+0001"):
+        write_nifti(Volume(mask, np.eye(4), labels={7: "bad\x01name"}), tmp_path / "c.nii.gz")
+    assert not list(tmp_path.iterdir())
 
 
 def test_totalsegmentator_multilabel_names_are_read(tmp_path):

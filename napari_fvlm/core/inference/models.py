@@ -12,7 +12,9 @@ from pathlib import Path
 from ..errors import FvlmInputError
 
 DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "demo"
-HUB_IDS = {"fvlm-b": "napari-fvlm/fvlm-b"}  # our converted fVLM-B release (config.json + safetensors)
+# Hub models known by name: (repository, revision). The revision pins what this version of the
+# plugin was released with, so a later upload to the repository cannot change what it downloads.
+HUB_MODELS = {"fvlm-b": ("napari-fvlm/fvlm-b", "v0.1.0")}  # our converted fVLM-B (config.json + safetensors)
 CHECKPOINT_FILES = ["config.json", "model.safetensors", "calibration.json", "text_encoder/*"]
 
 
@@ -26,22 +28,26 @@ def resolve_model_source(source: str | os.PathLike | None, download: bool = Fals
     path = Path(source).expanduser()
     if path.exists():
         return path
-    repo_id = HUB_IDS.get(str(source), str(source))
+    repo_id, revision = HUB_MODELS.get(str(source), (str(source), None))
     if "/" not in repo_id or repo_id.startswith((".", "/")):
         raise FvlmInputError(f"No model at '{source}': give a checkpoint folder, 'demo', or a hub id "
-                             f"such as {', '.join(HUB_IDS)}.")
-    return _from_hub(repo_id, download)
+                             f"such as {', '.join(HUB_MODELS)}.")
+    return _from_hub(str(source), repo_id, revision, download)
 
 
-def _from_hub(repo_id: str, download: bool) -> Path:
+def _from_hub(name: str, repo_id: str, revision: str | None, download: bool) -> Path:
+    """The cached snapshot of ``repo_id`` at ``revision`` (None: the default branch); ``name`` is
+    what the user gave (a known name or the id itself)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=CHECKPOINT_FILES, local_files_only=not download))
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_FILES,
+                                      local_files_only=not download))
     except LocalEntryNotFoundError:
-        raise FvlmInputError(f"'{repo_id}' is not in the local model cache; download it once with "
-                             f"`fvlm download {repo_id}` (needs internet), or convert the official "
+        at = f" at revision {revision}" if revision else ""
+        raise FvlmInputError(f"'{repo_id}'{at} is not in the local model cache; download it once with "
+                             f"`fvlm download {name}` (needs internet), or convert the official "
                              "checkpoint with `fvlm convert-official`.") from None
     except Exception as err:  # network or hub errors when a download was asked for
         raise FvlmInputError(f"Could not download '{repo_id}': {str(err).splitlines()[0]}") from None

@@ -10,9 +10,9 @@ names the labels of files without that table; without either, values that are al
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import nibabel as nib
 import numpy as np
@@ -70,13 +70,30 @@ def label_names_from_extensions(header) -> dict[int, str]:
 
 
 def label_names_extension(labels: dict[int, str]) -> nib.nifti1.Nifti1Extension:
-    """A header extension holding ``labels`` as a label table (TotalSegmentator's format)."""
-    rows = "\n".join(f'<Label Key="{int(k)}" Red="1" Green="1" Blue="1" Alpha="1">'
-                     f"<![CDATA[{escape(str(v))}]]></Label>" for k, v in sorted(labels.items()))
+    """A header extension holding ``labels`` as a label table (TotalSegmentator's format).
+
+    Names go in CDATA sections verbatim, so ``&``, ``<`` and quotes read back as written; a name
+    holding a character XML cannot carry (a control character) is refused rather than lost.
+    """
+    rows = "\n".join(f'<Label Key="{int(k)}" Red="1" Green="1" Blue="1" Alpha="1">{_cdata(k, v)}</Label>'
+                     for k, v in sorted(labels.items()))
     xml = ('<?xml version="1.0" encoding="UTF-8"?><CaretExtension><VolumeInformation Index="0">'
            f"<LabelTable>\n{rows}\n</LabelTable><VolumeType><![CDATA[Label]]></VolumeType>"
            "</VolumeInformation></CaretExtension>")
     return nib.nifti1.Nifti1Extension(0, xml.encode("utf-8"))
+
+
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")  # not allowed in XML 1.0
+
+
+def _cdata(key: int, name) -> str:
+    """``name`` as CDATA; a ``]]>`` inside it is split across two sections so it cannot end one."""
+    name = str(name)
+    bad = _NOT_XML.search(name)
+    if bad:
+        raise FvlmInputError(f"label {int(key)}: its name {name!r} holds the character U+{ord(bad.group()):04X}, "
+                             "which a NIfTI label table cannot store; rename the label.")
+    return "<![CDATA[" + name.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
 SIDECAR_NAMES = ("{stem}.labels.json", "labels.json")  # beside the mask file, the first one found

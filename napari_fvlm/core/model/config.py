@@ -1,7 +1,7 @@
 """The fVLM model configuration: a plain dataclass stored as JSON.
 
 Kept free of torch so the plugin can read a checkpoint's description (anatomies, input spacing,
-HU window) without paying for the torch import. Sizes follow METHOD.md ("Vision side", "Text side").
+HU window) without paying for the torch import. Sizes follow docs/method.md ("Vision side", "Text side").
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class ModelConfig:
     focal_smooth_mm: float = 4.0
     focal_hidden: int = 32
     focal_features: int = 0
-    prompt_positive: str = "{finding}."  # zero-shot prompt pair (METHOD.md); a trained model keeps
+    prompt_positive: str = "{finding}."  # zero-shot prompt pair (docs/method.md); a trained model keeps
     prompt_negative: str = "No {finding}."  # the wording it was evaluated with
     # {finding: (positive, negative)} exact sentences that replace the templates for those findings
     # (JSON: an object of [positive, negative] pairs); the official model's come from its eval.py

@@ -1,4 +1,4 @@
-"""Anatomy pooling: one embedding per anatomy from the tokens inside its mask (METHOD.md).
+"""Anatomy pooling: one embedding per anatomy from the tokens inside its mask (docs/method.md, "Vision side").
 
 A learnable query per anatomy attends, through ONE multi-head attention shared by all anatomies,
 to that anatomy's tokens taken from every tapped level; a per-anatomy linear projection and L2

@@ -1,14 +1,19 @@
-"""3D ViT image encoder returning multi-level tokens (METHOD.md "Vision side").
+"""3D ViT image encoder returning multi-level tokens (docs/method.md, "Vision side").
 
-Input (B, 1, Z, Y, X) in [0, 1]; a Conv3d with stride = patch cuts it into a (Zt, Yt, Xt) token
-grid (a trailing remainder smaller than one patch is dropped, the same floor rule the anatomy
-masks follow in `pooling.token_mask`). No CLS token: every token is a place in the body.
+Input (B, 1, Z, Y, X) in [0, 1] is cut into a (Zt, Yt, Xt) token grid (a trailing remainder
+smaller than one patch is dropped, the same floor rule the anatomy masks follow in
+`pooling.token_mask`). No CLS token: every token is a place in the body.
 
-With ``stem_channels`` the patch embedding is a small max-pool stem instead: sub-patches of a
-quarter patch are embedded, passed through GELU and max-pooled 2x before the last 2x embedding.
-A linear embedding of a whole patch sees a 6 mm nodule as a fraction of a percent of its voxels;
-the max lets a token report a small bright or dark spot wherever it lies in the patch. The token
-grid is the same (nested floor divisions compose).
+The patch embedding is one of three (``ModelConfig.stem_channels`` / ``stem_kind``):
+- the reference's: one Conv3d with stride = patch (``stem_channels`` 0);
+- `conv_stem` (``stem_kind`` "conv", the demo model's): strided 3 x 3 x 3 convolutions that halve
+  the patch until 2 voxels are left, then one embedding; it sees shape (a round nodule against a
+  vessel crossing the slice), and every voxel is read;
+- `max_pool_stem` (``stem_kind`` "maxpool"): quarter-patch embeddings, GELU, a 2x max pool and a 2x
+  embedding; a linear embedding of a whole patch sees a 6 mm nodule as a fraction of a percent of
+  its voxels, while the max lets a token report a small spot wherever it lies in the patch.
+Every stem gives the same token grid (nested floor divisions compose).
+The fine focal branch, which works per voxel beside this encoder, lives in `focal.py`.
 """
 
 from __future__ import annotations
