@@ -1,4 +1,4 @@
-"""Zero-shot evaluation of a checkpoint on a split, with the CT-CLIP protocol (METHOD.md).
+"""Zero-shot evaluation of a checkpoint on a split, with the CT-CLIP protocol (docs/method.md).
 
 Scores come from the plugin's own inference engine (`Analyzer`: the same encoding, prompts and
 heatmaps users see), through one function, `engine_scorer`; another scorer (a different prompt

@@ -1,5 +1,5 @@
 """Contrastive losses: fVLM's anatomy-level loss with false-negative calibration, and a global CLIP
-baseline (METHOD.md "Loss").
+baseline (docs/method.md, "Loss").
 
 All functions take the features of the whole (global) batch; in multi-process training the
 trainer gathers them first, so every process computes the same loss.

@@ -1,6 +1,6 @@
 """Which findings are scored for which anatomy, and the zero-shot prompt pair for each.
 
-The CT-RATE findings (METHOD.md, 16 of its 18 labels) plus those of the synthetic phantom.
+The CT-RATE findings (docs/method.md, 16 of its 18 labels) plus those of the synthetic phantom.
 A fine anatomy (a lobe, the left lung) is scored for its organ's findings.
 """
 

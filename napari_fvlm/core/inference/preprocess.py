@@ -18,7 +18,7 @@ from ..errors import FvlmInputError
 from ..resample import resample
 from ..volume import Volume
 
-MARGIN_SLICES = 5  # METHOD.md: crop + 5 slices along z ...
+MARGIN_SLICES = 5  # docs/method.md "Vision side": crop + 5 slices along z ...
 MARGIN_PIXELS = 20  # ... and + 20 pixels in-plane, at the model's voxel size
 
 

@@ -1,7 +1,7 @@
 """The official fVLM evaluation protocol, for models whose config says ``inference_protocol: reference``.
 
 What the reference's data scripts and ``eval.py`` do to one CT, step by step (checked against its
-code; METHOD.md "The reference's exact inference behaviour"), computed here without its detours:
+code; docs/ct-rate-official.md "The `reference` protocol"), computed here without its detours:
 
 1. The CT and its `total` labels in LPS voxel order (i to the patient's left, j posterior, k
    superior): the voxel order of the CT-RATE files the reference reads. Our readers bring every
