@@ -85,11 +85,19 @@ def test_the_window_never_stalls_while_the_analysis_runs(make_napari_viewer, mod
     ticks: list[float] = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    analysis_done = panel._analysis_done
+
+    def done_then_stop(result):  # the analysis' continuation is measured to its end, then the timer stops
+        analysis_done(result)
+        ticks.append(time.perf_counter())
+        timer.stop()
+
+    panel._analysis_done = done_then_stop
     timer.start(20)
     start(panel, model)  # a fresh panel: the model is loaded in the worker too
-    qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)  # worker and continuation
-    timer.stop()
+    qtbot.waitUntil(lambda: not timer.isActive(), timeout=JOB_TIMEOUT_MS)  # worker and continuation
     assert panel.state.result is not None, panel.view.status.text()
+    qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)  # the top finding's map, shown next
     gaps = np.diff(ticks)
     assert len(gaps) > 10  # the worker ran long enough to measure
     assert gaps.max() < 0.2, f"the GUI stalled for {gaps.max() * 1000:.0f} ms"
