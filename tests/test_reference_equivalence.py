@@ -111,17 +111,41 @@ def test_fvlm_analyze_gives_the_reference_probabilities(converted, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def encoded(converted, volumes):
-    """The CT encoded once with the reference protocol (vision weights are the same in every variant)."""
-    return Analyzer(load_checkpoint(converted["types-off"])).encode(*volumes)
+def dicom_head_first(tmp_path_factory):
+    """The reference CT in another orientation: a DICOM series stored head first, its masks as a
+    RAS NIfTI (the reference's files are LPS, feet first)."""
+    from napari_fvlm._reader import read_volume
+
+    from dicom_fixtures import SeriesGeometry, write_ct_series
+
+    folder = tmp_path_factory.mktemp("dicom-head-first")
+    hu, _, affine = rf.make_chest_ct(0)
+    spacing = rf.CT_SPACING_XYZ
+    origin_lps = (-affine[0, 3], -affine[1, 3], affine[2, 3])
+    top = len(hu) - 1
+    geometry = SeriesGeometry(origin_lps=origin_lps, pixel_spacing=(spacing[1], spacing[0]),
+                              slice_offsets=[(top - k) * spacing[2] for k in range(len(hu))])
+    write_ct_series(folder / "dicom", hu[::-1], geometry, intercept=-2048.0)
+    ct = read_volume(str(folder / "dicom"))
+    labels = read_volume(str(rf.reoriented_copy(rf.DATA / "total.nii.gz", folder / "total.nii.gz",
+                                                ("R", "A", "S"))))
+    return ct, labels
 
 
-def test_every_text_variant_and_temperature_matches(converted, encoded):
+@pytest.fixture(scope="module")
+def encoded(converted, dicom_head_first):
+    """The CT in another orientation (`dicom_head_first`) encoded once with the reference protocol,
+    through the analyzer's own alignment of the masks (vision weights are the same in every variant)."""
+    return Analyzer(load_checkpoint(converted["types-off"])).encode(*dicom_head_first)
+
+
+def test_every_text_variant_and_temperature_matches_in_another_orientation(converted, encoded):
+    """Sharp temperature (0.002: types-off, cross-attention) and the default (0.07: types-on)."""
     vision = load_checkpoint(converted["types-off"]).vision.state_dict()
-    for variant in ("types-on", "cross-attention"):
+    for variant in rf.TEXT_VARIANTS:
         model = load_checkpoint(converted[variant])
         assert all(torch.equal(vision[k], v) for k, v in model.vision.state_dict().items())
-        _check_scores(Analyzer(model).scores(encoded), variant)  # 0.07 and 0.002
+        _check_scores(Analyzer(model).scores(encoded), variant)
 
 
 def test_prepared_input_matches_the_reference(converted, volumes):
@@ -139,8 +163,9 @@ def test_prepared_input_matches_the_reference(converted, volumes):
         assert float(crop.sum(dtype=np.float64)) == pytest.approx(processed["crops"][organ]["sum"], rel=1e-5)
 
 
-def test_protocol_slips_move_sharp_scores(converted, volumes, encoded, monkeypatch):
+def test_protocol_slips_move_sharp_scores(converted, dicom_head_first, encoded, monkeypatch):
     """The test has teeth: the heart's crop 16 voxels off in x moves its sharp-temperature scores."""
+    from napari_fvlm.core.anatomy.align import align_labels
     from napari_fvlm.core.inference import reference_protocol
 
     centred = reference_protocol._centre_crop
@@ -151,7 +176,9 @@ def test_protocol_slips_move_sharp_scores(converted, volumes, encoded, monkeypat
 
     monkeypatch.setattr(reference_protocol, "_centre_crop", shifted)
     analyzer = Analyzer(load_checkpoint(converted["types-off"]))
-    slipped = analyzer.scores(reference_protocol.encode_reference(analyzer.model, *volumes, organs=("heart",)))
+    ct, labels = dicom_head_first
+    slipped = analyzer.scores(reference_protocol.encode_reference(analyzer.model, ct, align_labels(ct, labels),
+                                                                  organs=("heart",)))
     scores = analyzer.scores(encoded)
     assert max(abs(slipped["heart"][f] - scores["heart"][f]) for f in scores["heart"]) > 10 * TOLERANCE
 
@@ -177,30 +204,19 @@ def test_any_nifti_orientation_gives_the_same_model_input(converted, volumes, tm
         {k: [list(a), list(b)] for k, (a, b) in reference[2].items()}
 
 
-def test_reoriented_files_and_dicom_give_the_reference_probabilities(converted, volumes, tmp_path):
-    """The CT as a DICOM series stored head first, its masks as a RAS NIfTI: the same answers."""
-    from napari_fvlm._reader import read_volume
+def test_reoriented_files_and_dicom_give_the_reference_model_input(converted, volumes, dicom_head_first):
+    """The CT as a DICOM series stored head first, its masks as a RAS NIfTI: the same image, organs
+    and crops (and, in test_every_text_variant_..., the reference's probabilities)."""
     from napari_fvlm.core.anatomy.align import align_labels
 
-    from dicom_fixtures import SeriesGeometry, write_ct_series
-
-    hu, _, affine = rf.make_chest_ct(0)
-    spacing = rf.CT_SPACING_XYZ
-    origin_lps = (-affine[0, 3], -affine[1, 3], affine[2, 3])
-    top = len(hu) - 1
-    geometry = SeriesGeometry(origin_lps=origin_lps, pixel_spacing=(spacing[1], spacing[0]),
-                              slice_offsets=[(top - k) * spacing[2] for k in range(len(hu))])
-    write_ct_series(tmp_path / "dicom", hu[::-1], geometry, intercept=-2048.0)
-    ct = read_volume(str(tmp_path / "dicom"))
-    labels = read_volume(str(rf.reoriented_copy(rf.DATA / "total.nii.gz", tmp_path / "total.nii.gz",
-                                                ("R", "A", "S"))))
-    model = load_checkpoint(converted["types-off"])
-    image, organs, _ = _prepared_arrays(ct, align_labels(ct, labels), model.config)
-    reference = _prepared_arrays(*volumes, model.config)
+    ct, labels = dicom_head_first
+    config = read_checkpoint_config(converted["types-off"])[0]
+    image, organs, crops = _prepared_arrays(ct, align_labels(ct, labels), config)
+    reference = _prepared_arrays(*volumes, config)
     assert np.abs(image - reference[0]).max() < 1e-6
     np.testing.assert_array_equal(organs, reference[1])
-    analyzer = Analyzer(model)
-    _check_scores(analyzer.scores(analyzer.encode(ct, labels)), "types-off")
+    assert {k: [list(a), list(b)] for k, (a, b) in crops.items()} == \
+        {k: [list(a), list(b)] for k, (a, b) in reference[2].items()}
 
 
 def test_bad_checkpoints_are_refused_with_one_line(converted, tmp_path, capsys):
