@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.model import build_model, load_checkpoint, preset, read_checkpoint_config, save_checkpoint
 from napari_fvlm.core.model.convert_official import convert_official
+from napari_fvlm.core.model.focal import focal_inputs
 from napari_fvlm.core.model.text import MINILM_HUB_ID, resolve_text_source
 
 DEMO = preset("demo")
@@ -38,10 +39,12 @@ def _outputs(model):
     images = torch.rand(*SMALL_INPUT)
     heart = torch.zeros(1, 24, 48, 48, dtype=torch.bool)
     heart[:, 4:20, 10:40, 8:30] = True
+    channels = torch.rand(model.focal.channels, *SMALL_INPUT[2:])  # the demo model has the focal branch
     with torch.no_grad():
         levels, grid = model.encode_image(images)
-        embeddings, _ = model.pool(levels, grid, model.token_masks({"heart": heart}))
-        return (embeddings["heart"], model.dense_embeddings(levels, "heart"),
+        focal = model.pool_focal([focal_inputs(channels, heart)], ["heart"])
+        embeddings, _ = model.pool(levels, grid, model.token_masks({"heart": heart}), focal)
+        return (embeddings["heart"], model.dense_embeddings(levels, "heart", focal["heart"]), focal["heart"],
                 model.encode_text(["pericardial effusion", "normal aorta"]), model.temperature)
 
 
@@ -149,7 +152,8 @@ def test_mismatched_weights_are_reported(saved, tmp_path):
     payload = json.loads((wider / "config.json").read_text())
     payload["model"]["embed_dim"] = 128
     (wider / "config.json").write_text(json.dumps(payload))
-    with pytest.raises(FvlmInputError, match=r"do not match.*wrong shape.*\(256, 192\) != \(128, 192\)"):
+    pooled = DEMO.width + 2 * DEMO.focal_features  # the projection reads [ViT tokens; mean and soft-max focal]
+    with pytest.raises(FvlmInputError, match=rf"do not match.*wrong shape.*\(256, {pooled}\) != \(128, {pooled}\)"):
         load_checkpoint(wider)
 
 
@@ -181,6 +185,7 @@ class Opaque:
 OFFICIAL_LIKE = dataclasses.replace(
     DEMO, name="official-small", anatomy_group_set="ct-rate", anatomies=("lung", "heart", "esophagus", "aorta"),
     text_pooling="cls", text_in_checkpoint=True, stem_channels=0,  # the reference's linear patch embedding
+    input_windows=(), focal_blobs=(), focal_features=0,  # and no focal branch
 )
 
 
