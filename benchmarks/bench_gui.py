@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 TARGET_S = 0.100
@@ -34,19 +33,15 @@ def busy_cores(count: int | None = None) -> list:
 
 
 def wait_until(app, done, timeout_s: float = JOB_TIMEOUT_S) -> None:
-    end = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError("the action did not finish in time")
-        app.processEvents()
-        time.sleep(0.005)
+    from napari_fvlm.widgets.responsiveness import wait_until as run_until
+
+    run_until(app, done, timeout_s)
 
 
 def settle(app, seconds: float = 0.3) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.005)
+    from napari_fvlm.widgets.responsiveness import settle as run_for
+
+    run_for(app, seconds)
 
 
 def main() -> None:

@@ -11,23 +11,18 @@ the bundled demo weights; a shown napari window is needed (off-screen Qt renders
 from __future__ import annotations
 
 import argparse
-import time
 
 
 def wait_until(app, done, timeout_s: float) -> None:
-    end = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError("the panel did not finish in time")
-        app.processEvents()
-        time.sleep(0.02)
+    from napari_fvlm.widgets.responsiveness import wait_until as run_until
+
+    run_until(app, done, timeout_s, poll_s=0.02)
 
 
 def settle(app, seconds: float = 1.0) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.02)
+    from napari_fvlm.widgets.responsiveness import settle as run_for
+
+    run_for(app, seconds, poll_s=0.02)
 
 
 def main() -> None:

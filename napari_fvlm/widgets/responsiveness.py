@@ -36,3 +36,21 @@ class GapMeter:
         ticks = np.asarray(self.ticks)
         gaps = np.diff(ticks)
         return [(float(ticks[i] - ticks[0]), float(gaps[i])) for i in np.flatnonzero(gaps > seconds)]
+
+
+def wait_until(app, done, timeout_s: float, poll_s: float = 0.005) -> None:
+    """Run the event loop until ``done()`` is true; TimeoutError after ``timeout_s``."""
+    end = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > end:
+            raise TimeoutError(f"the action did not finish within {timeout_s:.0f} s")
+        app.processEvents()
+        time.sleep(poll_s)
+
+
+def settle(app, seconds: float, poll_s: float = 0.005) -> None:
+    """Run the event loop for ``seconds`` (pending redraws and continuations land)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(poll_s)
