@@ -152,7 +152,7 @@ def test_mismatched_weights_are_reported(saved, tmp_path):
     payload = json.loads((wider / "config.json").read_text())
     payload["model"]["embed_dim"] = 128
     (wider / "config.json").write_text(json.dumps(payload))
-    pooled = DEMO.width + 2 * DEMO.focal_features  # the projection reads [ViT tokens; mean and soft-max focal]
+    pooled = DEMO.width + DEMO.focal_pooled_size  # the projection reads [ViT tokens; pooled focal statistics]
     with pytest.raises(FvlmInputError, match=rf"do not match.*wrong shape.*\(256, {pooled}\) != \(128, {pooled}\)"):
         load_checkpoint(wider)
 

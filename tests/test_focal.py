@@ -52,6 +52,19 @@ def test_pooling_gives_mean_and_a_soft_maximum_that_one_small_lesion_moves():
     assert not pooled[2].any()  # an empty mask pools to zeros
 
 
+def test_the_soft_minimum_sees_a_region_that_darkens_part_of_an_organ():
+    features = torch.ones(1000, 1)
+    features[:20, 0] = -7.0  # an emphysema-like dark patch
+    masks = torch.ones(2, 1000, dtype=torch.bool)
+    masks[1, :20] = False
+    pooled = pool_features(features, masks, with_min=True)
+    assert pooled.shape == (2, 3)
+    assert pooled[0, 2] < -5.0 and pooled[1, 2] == pytest.approx(1.0, abs=1e-5)
+    assert pooled[0, 1] == pytest.approx(1.0, abs=0.5)  # the soft maximum barely moves
+    one = pool_features(features[:1], torch.ones(1, 1, dtype=torch.bool), with_min=True)
+    assert torch.allclose(one, torch.full((1, 3), -7.0))  # over one voxel: its features, thrice
+
+
 def test_focal_inputs_keep_only_voxels_inside_some_anatomy():
     channels = torch.arange(2 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 4, 4, 4)
     masks = torch.zeros(2, 4, 4, 4, dtype=torch.bool)
@@ -90,7 +103,8 @@ def encoded_focal():
 
 
 def test_a_voxel_map_is_the_score_rule_applied_to_the_voxel_alone(encoded_focal):
-    """The split projection equals projecting [token value; voxel features; voxel features]."""
+    """The split projection equals projecting [token value; the voxel's features once per pooled
+    statistic (mean, soft max, soft min)]."""
     from napari_fvlm.core.inference.findings import finding_prompts
 
     model, analyzer, encoded = encoded_focal
@@ -101,7 +115,8 @@ def test_a_voxel_map_is_the_score_rule_applied_to_the_voxel_alone(encoded_focal)
     projection = model.pooling.projections[model.pooling.anatomy_index(anatomy)]
     chosen = np.flatnonzero(fine.masks[anatomy])[::997][:20]
     for m in chosen:
-        joined = torch.cat([fine.values[fine.token[m]], fine.features[m], fine.features[m]])
+        statistics = model.config.focal_pooled_size // model.config.focal_features
+        joined = torch.cat([fine.values[fine.token[m]], *[fine.features[m]] * statistics])
         embedding = torch.nn.functional.normalize(projection(joined), dim=0)
         logit = (embedding @ positive - embedding @ negative) / model.temperature
         expected = float(torch.sigmoid(logit))
@@ -170,3 +185,28 @@ def test_a_tiny_focal_run_with_labels_trains_and_its_checkpoint_draws_fine_maps(
     heatmap = analyzer.finding_heatmap(encoded, "lung_left", "emphysema")
     assert heatmap.values.shape == sample.image.shape
     assert 0 < heatmap.values[heatmap.inside].min() and heatmap.values.max() < 1
+
+
+def test_a_checkpoint_without_the_soft_minimum_starts_a_model_with_it_unchanged(tmp_path):
+    """Second-stage training from a checkpoint pooled without the soft minimum: the widened
+    projections read the new statistic with zero weights, so the scores are the checkpoint's."""
+    from dataclasses import replace
+
+    from napari_fvlm.core.model import build_model
+    from napari_fvlm.core.model.checkpoint import save_checkpoint
+    from training.trainer import _load_initial_weights
+
+    torch.manual_seed(0)
+    old = build_model(replace(preset("demo"), focal_min=False)).eval()
+    save_checkpoint(old, tmp_path / "old")
+    new = build_model(preset("demo")).eval()
+    _load_initial_weights(new, str(tmp_path / "old"))
+    voxels, masks = torch.rand(500, old.focal.channels), torch.rand(3, 500) > 0.5
+    levels = torch.randn(1, 4, new.config.width)
+    projected = [model.pooling.projections[0](torch.cat([levels[0, 0], model.focal([(voxels, masks)])[0, 0]]))
+                 for model in (old, new)]
+    assert new.pooling.projections[0].weight.shape[1] == old.pooling.projections[0].weight.shape[1] + 8
+    torch.testing.assert_close(projected[1], projected[0])
+    other = build_model(replace(preset("demo"), focal_features=4))
+    with pytest.raises(FvlmInputError, match="another configuration"):
+        _load_initial_weights(other, str(tmp_path / "old"))

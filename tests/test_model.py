@@ -97,7 +97,7 @@ def test_demo_shapes_and_unit_norms(demo_model):
     assert len(levels) == len(DEMO.tap_blocks) + 1
     assert all(level.shape == (2, 80, DEMO.width) and level.dtype == torch.float32 for level in levels)
     assert embeddings["heart"].shape == (2, DEMO.embed_dim) and valid["heart"].tolist() == [True, True]
-    assert focal["heart"].shape == (2, 2 * DEMO.focal_features)
+    assert focal["heart"].shape == (2, DEMO.focal_pooled_size)
     assert dense.shape == (2, 80, DEMO.embed_dim) and texts.shape == (3, DEMO.embed_dim)
     for tensor in (embeddings["heart"], dense, texts):
         assert torch.allclose(tensor.norm(dim=-1), torch.ones(tensor.shape[:-1]), atol=1e-5)

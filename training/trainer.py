@@ -61,16 +61,35 @@ def build_models(config: TrainConfig) -> list:
 
 
 def _load_initial_weights(model, folder: str) -> None:
+    """Load a checkpoint of the same model config; one without the focal soft minimum
+    (``focal_min``) also loads, its projections widened with zero weights for the new statistic,
+    so the model starts computing exactly what the checkpoint did."""
+    from dataclasses import replace
+
     from napari_fvlm.core.model.checkpoint import check_weights, read_weights, saved_state
     from napari_fvlm.core.model.config import read_checkpoint_config
 
     config, _ = read_checkpoint_config(folder)
-    if config != model.config:
+    widen = model.config.focal_min and not config.focal_min
+    if (replace(config, focal_min=True) if widen else config) != model.config:
         raise FvlmInputError(f"init_from '{folder}' holds a model of another configuration; "
                              "start from a checkpoint of the same model config.")
     tensors = read_weights(Path(folder))
+    if widen:
+        expected = saved_state(model)
+        tensors = {name: _zero_widened(value, expected[name].shape) if name.startswith("pooling.projections.")
+                   else value for name, value in tensors.items()}
     check_weights(saved_state(model), tensors, f"'{folder}'")
     model.load_state_dict(tensors, strict=False)
+
+
+def _zero_widened(value, shape):
+    """``value`` padded with zero columns up to ``shape`` (a projection's new input features)."""
+    if tuple(value.shape) == tuple(shape):
+        return value
+    widened = torch.zeros(shape, dtype=value.dtype)
+    widened[:, :value.shape[1]] = value
+    return widened
 
 
 def _texts_of(dataset: CachedDataset, reports: bool) -> set[str]:

@@ -139,7 +139,7 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
 
 
 def _focal(model: FvlmModel, prepared: ModelInput, names: list[str], grid) -> tuple[dict, FineVoxels]:
-    """Pooled focal features {anatomy: (1, 2F)} and the per-voxel features for fine heatmaps."""
+    """Pooled focal features {anatomy: (1, P)} and the per-voxel features for fine heatmaps."""
     from ..model.focal import focal_inputs
     from .filters import model_channels
 

@@ -122,7 +122,8 @@ def _fine_parts(model, fine, anatomy: str) -> tuple:
     with torch.inference_mode():
         weight = projection.weight.float()
         token_part = fine.values @ weight[:, :width].t() + projection.bias.float()  # (N, D)
-        focal_weight = weight[:, width:width + count] + weight[:, width + count:]  # (D, F)
+        # over one voxel every pooled statistic is its features: the blocks' weights add up
+        focal_weight = weight[:, width:].reshape(weight.shape[0], -1, count).sum(1)  # (D, F)
         tokens = torch.from_numpy(fine.token[chosen]).to(token_part.device)
         features = fine.features[torch.from_numpy(chosen).to(fine.features.device)]  # (M, F)
         norm2 = ((token_part ** 2).sum(1)[tokens] + 2 * (features * (token_part @ focal_weight)[tokens]).sum(1)

@@ -66,6 +66,9 @@ class ModelConfig:
     focal_smooth_mm: float = 4.0
     focal_hidden: int = 32
     focal_features: int = 0
+    # also pool a soft minimum: a finding that darkens part of an organ (emphysema) is its
+    # smoothed lung window's minimum (AUC 0.99 alone), which the MLP never learned to flip into a maximum
+    focal_min: bool = False
     prompt_positive: str = "{finding}."  # zero-shot prompt pair (docs/method.md); a trained model keeps
     prompt_negative: str = "No {finding}."  # the wording it was evaluated with
     # {finding: (positive, negative)} exact sentences that replace the templates for those findings
@@ -161,6 +164,11 @@ class ModelConfig:
         return self.focal_features > 0
 
     @property
+    def focal_pooled_size(self) -> int:
+        """Width of an anatomy's pooled focal vector: mean, soft maximum (and soft minimum) of each feature."""
+        return (3 if self.focal_min else 2) * self.focal_features
+
+    @property
     def position_grid_zyx(self) -> tuple[int, int, int]:
         """Token grid the position embedding is stored for (the minimum input's grid)."""
         return tuple(m // p for m, p in zip(self.min_input_shape_zyx, self.patch_zyx))
@@ -236,6 +244,7 @@ PRESETS: dict[str, ModelConfig] = {
         # at 3 mm in the lung window (emphysema) and 5 mm in the soft-tissue window (liver lesions)
         input_windows=((-1000.0, -750.0), (-900.0, -300.0), (-50.0, 150.0), (130.0, 350.0)),
         focal_blobs=((-1, 3.0, 1), (-1, 6.0, 1), (0, 3.0, -1), (2, 5.0, -1)), focal_hidden=16, focal_features=8,
+        focal_min=True,
     ),
 }
 

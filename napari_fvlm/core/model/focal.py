@@ -5,12 +5,13 @@ and one wide HU window leaves emphysema 0.09 of the input range: small findings 
 works per voxel instead. Its input is fixed channels computed once per CT
 (`napari_fvlm.core.inference.filters`: extra HU windows, smoothed windows, Hessian blobness); a
 per-voxel MLP (linear layers over each voxel's channels, ~1,000 parameters: it cannot memorise phantoms) maps
-them to ``focal_features`` features, and each anatomy pools them over its voxel mask: the mean and
-a log-mean-exp (a soft maximum: one small lesion in a large lung moves it, a mean dilutes it).
+them to ``focal_features`` features, and each anatomy pools them over its voxel mask: the mean,
+a log-mean-exp (a soft maximum: one small lesion in a large lung moves it, a mean dilutes it) and,
+optionally, the same soft minimum.
 
 `AnatomyPooling` joins the pooled vector to the attention-pooled ViT vector before the anatomy's
 projection. Over a single voxel both poolings give that voxel's own features: the voxel-level
-heatmaps (`inference.fine_maps`) apply the anatomy score's rule to each voxel that way.
+heatmaps (`inference.grounding`) apply the anatomy score's rule to each voxel that way.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ GAIN_INIT = 8.0  # the pooled features start on the scale of the attention-poole
 class FocalBranch(nn.Module):
     """Per-voxel MLP on the fixed channels -> per-anatomy [mean, log-mean-exp] over voxel masks."""
 
-    def __init__(self, channels: int, hidden: int, features: int) -> None:
+    def __init__(self, channels: int, hidden: int, features: int, with_min: bool = False) -> None:
         super().__init__()
         self.channels = channels
         self.features = features
+        self.with_min = with_min
         # Linear layers on (voxels, channels): a 1 x 1 x 1 Conv3d computes the same ~30x slower on a CPU
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, features))
         # Without it the focal part of an anatomy's projection was ~10x smaller than the ViT part
@@ -38,7 +40,7 @@ class FocalBranch(nn.Module):
 
     @property
     def pooled_size(self) -> int:
-        return 2 * self.features
+        return (3 if self.with_min else 2) * self.features
 
     def voxel_features(self, voxels: torch.Tensor) -> torch.Tensor:
         """(M, C) channels of M voxels -> (M, F) features, scaled by the learned gain (what a
@@ -48,10 +50,11 @@ class FocalBranch(nn.Module):
         return self.gain * self.mlp(voxels.float())
 
     def forward(self, samples: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Per sample (voxels (M, C), masks (A, M) bool) -> (B, A, 2F) pooled features (zeros for
+        """Per sample (voxels (M, C), masks (A, M) bool) -> (B, A, P) pooled features (zeros for
         an empty mask). Only voxels of some anatomy are passed (`focal_inputs`): nothing else is
         ever pooled, and skipping the rest more than halves the work."""
-        return torch.stack([pool_features(self.voxel_features(voxels), masks) for voxels, masks in samples])
+        return torch.stack([pool_features(self.voxel_features(voxels), masks, self.with_min)
+                            for voxels, masks in samples])
 
 
 def focal_inputs(channels, masks) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,16 +66,23 @@ def focal_inputs(channels, masks) -> tuple[torch.Tensor, torch.Tensor]:
     return channels.flatten(1)[:, inside].t().contiguous(), flat[:, inside].contiguous()
 
 
-def pool_features(features: torch.Tensor, masks: torch.Tensor, temperature: float = LME_TEMPERATURE
-                  ) -> torch.Tensor:
-    """features (N, F), masks (A, N) bool -> (A, 2F): masked mean and masked log-mean-exp at
-    ``temperature`` (a soft maximum; over one voxel both give its features)."""
+def pool_features(features: torch.Tensor, masks: torch.Tensor, with_min: bool = False,
+                  temperature: float = LME_TEMPERATURE) -> torch.Tensor:
+    """features (N, F), masks (A, N) bool -> (A, 2F) or (A, 3F): masked mean, masked log-mean-exp at
+    ``temperature`` (a soft maximum) and, ``with_min``, the soft minimum; over one voxel each gives
+    its features."""
     weights = masks.to(features.dtype)
     counts = weights.sum(dim=1, keepdim=True)
     safe = counts.clamp(min=1.0)
-    mean = weights @ features / safe
+    pooled = [weights @ features / safe, _soft_max(features, weights, safe, temperature)]
+    if with_min:
+        pooled.append(-_soft_max(-features, weights, safe, temperature))
+    return torch.cat(pooled, dim=1).masked_fill(counts == 0, 0.0)
+
+
+def _soft_max(features, weights, counts, temperature) -> torch.Tensor:
+    """Masked log-mean-exp (A, F) of features (N, F) under weights (A, N)."""
     scaled = features.double() / temperature  # float64: other anatomies' maxima must not underflow
     top = scaled.detach().amax(dim=0, keepdim=True)
     total = weights.double() @ torch.exp(scaled - top)
-    soft = (temperature * (top + torch.log(total / safe.double() + LME_FLOOR))).to(features.dtype)
-    return torch.cat([mean, soft], dim=1).masked_fill(counts == 0, 0.0)
+    return (temperature * (top + torch.log(total / counts.double() + LME_FLOOR))).to(features.dtype)

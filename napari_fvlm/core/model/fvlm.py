@@ -46,7 +46,8 @@ class FvlmModel(nn.Module):
         if config.focal:
             from napari_fvlm.core.inference.filters import focal_channel_count
 
-            self.focal = FocalBranch(focal_channel_count(config), config.focal_hidden, config.focal_features)
+            self.focal = FocalBranch(focal_channel_count(config), config.focal_hidden, config.focal_features,
+                                     config.focal_min)
         self.text = text
         self.log_temperature = nn.Parameter(torch.tensor(math.log(config.temperature_init)))
 
@@ -83,7 +84,7 @@ class FvlmModel(nn.Module):
         return self.pooling(levels, grid, token_masks, focal)
 
     def pool_focal(self, focal: list | None, names) -> dict[str, torch.Tensor] | None:
-        """{anatomy: (B, 2F)} pooled focal features; ``focal``: per sample (voxels (M, C), masks
+        """{anatomy: (B, P)} pooled focal features; ``focal``: per sample (voxels (M, C), masks
         (A, M)) from `focal.focal_inputs`, mask rows in the order of ``names``. None for a model
         without the focal branch."""
         if self.focal is None:

@@ -81,7 +81,7 @@ class AnatomyPooling(nn.Module):
         self.queries = nn.Parameter(torch.zeros(len(self.anatomies), config.width))
         nn.init.trunc_normal_(self.queries, std=0.02)
         self.attn = SharedAnatomyAttention(config.width, config.pool_heads, config.dropout)
-        self.focal_size = 2 * config.focal_features
+        self.focal_size = config.focal_pooled_size
         self.projections = nn.ModuleList(nn.Linear(config.width + self.focal_size, config.embed_dim)
                                          for _ in self.anatomies)
 
@@ -99,7 +99,7 @@ class AnatomyPooling(nn.Module):
         """Embeddings {anatomy: (B, D)} (L2-normalised) and valid flags {anatomy: (B,) bool}.
 
         An anatomy without tokens in a sample gets valid False and a zero embedding there.
-        ``focal``: {anatomy: (B, 2F)} pooled focal features, required when the model has them.
+        ``focal``: {anatomy: (B, P)} pooled focal features, required when the model has them.
         """
         if not token_masks:
             return {}, {}
@@ -143,7 +143,7 @@ class AnatomyPooling(nn.Module):
         mix of exactly these per-token vectors. A token's dense embedding is what the anatomy
         embedding would be if the attention put all its weight on that token, spread evenly over
         the token's copies in the tapped levels (the mean of the levels, by linearity). A focal
-        model joins the anatomy's pooled focal features ``focal`` (B, 2F) to every token.
+        model joins the anatomy's pooled focal features ``focal`` (B, P) to every token.
         """
         return self.project_dense(self.value_tokens(levels), anatomy, focal)
 
@@ -154,7 +154,7 @@ class AnatomyPooling(nn.Module):
     def project_dense(self, value_tokens: torch.Tensor, anatomy: str,
                       focal: torch.Tensor | None = None) -> torch.Tensor:
         """Dense embeddings (B, N, D) of one anatomy from `value_tokens` (and its pooled focal
-        features (B, 2F), for a focal model)."""
+        features (B, P), for a focal model)."""
         if self.focal_size:
             if focal is None:
                 raise ValueError("This model has a focal branch: pass the anatomy's pooled focal features.")
