@@ -137,12 +137,14 @@ def probability_map(model, encoded: EncodedCT, name: str, pairs: dict[str, tuple
                     finding: str | None = None) -> Heatmap:
     """One map over several anatomies: ``pairs`` {anatomy: (positive, negative) embeddings}; each
     place takes the highest probability of the anatomies that hold it. With a ``calibration``
-    (calibration.py) the values are calibrated exactly like the scores of ``finding`` (None: a
-    free-text query, the map pooled over every finding), and the map carries the threshold."""
+    (calibration.py) the values are calibrated by the maps' own fits for ``finding`` (None: a
+    free-text query, the fit pooled over every finding), and the map carries their threshold
+    (None where the anatomies' thresholds differ)."""
     calibrate, threshold = None, None
-    if calibration is not None and all(calibration.lookup(a, finding) is not None for a in pairs):
-        calibrate = lambda anatomy, raw: calibration.calibrate(anatomy, finding, raw)  # noqa: E731
-        thresholds = {calibration.threshold(a, finding) for a in pairs}
+    maps = None if calibration is None else calibration.for_maps()
+    if maps is not None and all(maps.lookup(a, finding) is not None for a in pairs):
+        calibrate = lambda anatomy, raw: maps.calibrate(anatomy, finding, raw)  # noqa: E731
+        thresholds = {maps.threshold(a, finding) for a in pairs}
         threshold = thresholds.pop() if len(thresholds) == 1 else None
     fine = encoded.fine is not None
     per_anatomy = fine_probabilities if fine else token_probabilities
