@@ -103,8 +103,8 @@ def encoded_focal():
 
 
 def test_a_voxel_map_is_the_score_rule_applied_to_the_voxel_alone(encoded_focal):
-    """The split projection equals projecting [token value; the voxel's features once per pooled
-    statistic (mean, soft max, soft min)]."""
+    """The split projection equals projecting [the anatomy's pooled tokens; its mean features;
+    the voxel's features in each extreme slot (soft max, soft min)]."""
     from napari_fvlm.core.inference.findings import finding_prompts
 
     model, analyzer, encoded = encoded_focal
@@ -114,9 +114,10 @@ def test_a_voxel_map_is_the_score_rule_applied_to_the_voxel_alone(encoded_focal)
     positive, negative = analyzer.text_embeddings(list(finding_prompts(model.config, anatomy, finding)))
     projection = model.pooling.projections[model.pooling.anatomy_index(anatomy)]
     chosen = np.flatnonzero(fine.masks[anatomy])[::997][:20]
+    mean = fine.features[torch.from_numpy(fine.masks[anatomy])].mean(0)
+    extremes = model.config.focal_pooled_size // model.config.focal_features - 1
     for m in chosen:
-        statistics = model.config.focal_pooled_size // model.config.focal_features
-        joined = torch.cat([fine.values[fine.token[m]], *[fine.features[m]] * statistics])
+        joined = torch.cat([fine.pooled[anatomy], mean, *[fine.features[m]] * extremes])
         embedding = torch.nn.functional.normalize(projection(joined), dim=0)
         logit = (embedding @ positive - embedding @ negative) / model.temperature
         expected = float(torch.sigmoid(logit))

@@ -59,10 +59,9 @@ class FineVoxels:
     affine: np.ndarray  # input voxel (i, j, k) -> RAS mm
     shape: tuple[int, int, int]  # the input grid (Z, Y, X)
     index: np.ndarray  # (M,) flat indices of the voxels into that grid
-    token: np.ndarray  # (M,) each voxel's token (the nearest one for the remainder no token covers)
     features: torch.Tensor  # (M, F) focal features
     masks: dict[str, np.ndarray]  # anatomy -> (M,) bool
-    values: torch.Tensor  # (N, width) the value path of every token (pooling.value_tokens)
+    pooled: dict[str, torch.Tensor] = field(default_factory=dict)  # anatomy -> (width,) attention-pooled tokens
     parts: dict = field(default_factory=dict)  # anatomy -> its text-independent parts (grounding.py)
 
 
@@ -123,14 +122,16 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
         masks = {name: m for name, m in masks.items() if m.any()}
         if not masks:
             raise FvlmInputError("The anatomies are too small to cover a single model token.")
-        focal, fine = _focal(model, prepared, list(masks), grid) if model.focal is not None else (None, None)
-        embeddings, valid = model.pool(levels, grid, {k: v[None].to(model.device) for k, v in masks.items()}, focal)
+        focal, fine = _focal(model, prepared, list(masks)) if model.focal is not None else (None, None)
+        pooled, valid = model.pooling.attention_pooled(levels, grid, {k: v[None].to(model.device)
+                                                                      for k, v in masks.items()})
+        embeddings = model.pooling.project(pooled, valid, focal)
         kept = {name: emb[0].float() for name, emb in embeddings.items() if bool(valid[name][0])}
         values = model.pooling.value_tokens(levels)
         dense = {name: model.pooling.project_dense(values, name, None if focal is None else focal[name])[0].float()
                  for name in kept}
         if fine is not None:
-            fine.values = values[0].float()
+            fine.pooled = {name: pooled[name][0].float() for name in kept}
     absent = list(prepared.absent) + [name for name in prepared.masks if name not in kept]
     return EncodedCT(levels=levels, grid=grid, token_affine=token_grid_affine(prepared.affine, config.patch_zyx),
                      token_masks={k: v.cpu().numpy() for k, v in masks.items() if k in kept},
@@ -138,7 +139,7 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
                      timing_s={"encode": time.perf_counter() - start}, fine=fine)
 
 
-def _focal(model: FvlmModel, prepared: ModelInput, names: list[str], grid) -> tuple[dict, FineVoxels]:
+def _focal(model: FvlmModel, prepared: ModelInput, names: list[str]) -> tuple[dict, FineVoxels]:
     """Pooled focal features {anatomy: (1, P)} and the per-voxel features for fine heatmaps."""
     from ..model.focal import focal_inputs
     from .filters import model_channels
@@ -149,8 +150,6 @@ def _focal(model: FvlmModel, prepared: ModelInput, names: list[str], grid) -> tu
     features = model.focal.voxel_features(voxels.to(model.device))
     pooled = model.focal([(voxels, inside_masks)])
     index = np.flatnonzero(stacked.flatten(1).any(dim=0).numpy())
-    zyx = np.stack(np.unravel_index(index, prepared.image.shape), axis=1) // np.asarray(model.config.patch_zyx)
-    token = np.ravel_multi_index(tuple(np.minimum(zyx, np.asarray(grid) - 1).T), grid)
-    fine = FineVoxels(np.asarray(prepared.affine, float), tuple(prepared.image.shape), index, token,
-                      features.float(), {n: inside_masks[i].numpy() for i, n in enumerate(names)}, None)
+    fine = FineVoxels(np.asarray(prepared.affine, float), tuple(prepared.image.shape), index,
+                      features.float(), {n: inside_masks[i].numpy() for i, n in enumerate(names)})
     return {n: pooled[:, i] for i, n in enumerate(names)}, fine
