@@ -211,3 +211,21 @@ def test_a_checkpoint_without_the_soft_minimum_starts_a_model_with_it_unchanged(
     other = build_model(replace(preset("demo"), focal_features=4))
     with pytest.raises(FvlmInputError, match="another configuration"):
         _load_initial_weights(other, str(tmp_path / "old"))
+
+
+def test_precomputed_channels_encode_exactly_like_computing_them(encoded_focal):
+    """Evaluation passes the channels cached beside a training sample instead of filtering again."""
+    from engine_fixtures import synthetic_ct_and_masks
+
+    from napari_fvlm.core.inference.encoding import encode_ct
+    from napari_fvlm.core.inference.filters import model_channels
+    from napari_fvlm.core.inference.preprocess import prepare_for_model
+
+    model, _analyzer, _encoded = encoded_focal
+    prepared = prepare_for_model(*synthetic_ct_and_masks(), model.config)
+    channels = model_channels(prepared.image, model.config)
+    computed, given = encode_ct(model, prepared), encode_ct(model, prepared, channels=channels)
+    for name in computed.embeddings:
+        torch.testing.assert_close(given.embeddings[name], computed.embeddings[name])
+    with pytest.raises(ValueError, match="do not match the image"):
+        encode_ct(model, prepared, channels=channels[:, 1:])

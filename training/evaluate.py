@@ -78,7 +78,12 @@ def engine_scorer(model, finding_set: str, heatmaps: bool = True, map_peaks: boo
         return np.where(heatmap.inside, heatmap.values, np.nan)
 
     def score(sample: CachedSample) -> dict:
-        encoded = encode_ct(model, prepared_input(sample))
+        channels = None
+        if model.focal is not None and sample.path is not None:  # cached beside the sample: computed once
+            from .focal_cache import read_channels
+
+            channels = read_channels(sample.path, model.config, sample.image)
+        encoded = encode_ct(model, prepared_input(sample), channels=channels)
         result = {"scores": analyzer.scores(encoded), "grounding": []}
         if heatmaps:
             result["grounding"] = ground_lesions(

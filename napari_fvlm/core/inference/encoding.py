@@ -109,8 +109,9 @@ def _encode_tokens(model: FvlmModel, image: np.ndarray, cancel, progress) -> tup
 
 
 def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None = None,
-              cancel: threading.Event | None = None) -> EncodedCT:
-    """Tokens, token masks and anatomy embeddings of a prepared CT."""
+              cancel: threading.Event | None = None, channels: np.ndarray | None = None) -> EncodedCT:
+    """Tokens, token masks and anatomy embeddings of a prepared CT; ``channels``: the focal
+    model's input channels when already computed (`filters.model_channels` of the image)."""
     config = model.config
     start = time.perf_counter()
     if progress is not None:
@@ -122,7 +123,7 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
         masks = {name: m for name, m in masks.items() if m.any()}
         if not masks:
             raise FvlmInputError("The anatomies are too small to cover a single model token.")
-        focal, fine = _focal(model, prepared, list(masks)) if model.focal is not None else (None, None)
+        focal, fine = _focal(model, prepared, list(masks), channels) if model.focal is not None else (None, None)
         pooled, valid = model.pooling.attention_pooled(levels, grid, {k: v[None].to(model.device)
                                                                       for k, v in masks.items()})
         embeddings = model.pooling.project(pooled, valid, focal)
@@ -139,12 +140,16 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
                      timing_s={"encode": time.perf_counter() - start}, fine=fine)
 
 
-def _focal(model: FvlmModel, prepared: ModelInput, names: list[str]) -> tuple[dict, FineVoxels]:
+def _focal(model: FvlmModel, prepared: ModelInput, names: list[str], channels=None) -> tuple[dict, FineVoxels]:
     """Pooled focal features {anatomy: (1, P)} and the per-voxel features for fine heatmaps."""
     from ..model.focal import focal_inputs
     from .filters import model_channels
 
-    channels = torch.from_numpy(model_channels(prepared.image, model.config))
+    if channels is None:
+        channels = model_channels(prepared.image, model.config)
+    elif tuple(channels.shape[1:]) != tuple(prepared.image.shape):
+        raise ValueError(f"focal channels {channels.shape} do not match the image {prepared.image.shape}")
+    channels = torch.from_numpy(channels)
     stacked = torch.from_numpy(np.stack([prepared.masks[n] for n in names]))
     voxels, inside_masks = focal_inputs(channels, stacked)
     features = model.focal.voxel_features(voxels.to(model.device))
