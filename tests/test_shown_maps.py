@@ -29,9 +29,17 @@ def _cropped_case():
     return crop(ct), crop(masks)
 
 
-@pytest.mark.parametrize("focal", [False, True], ids=["token-maps", "fine-maps"])
-def test_no_shown_value_lies_outside_the_maps_anatomies(focal):
-    ct, masks = _cropped_case()
+def _phantom_case():
+    from napari_fvlm.core.phantom import generate_phantom
+
+    phantom = generate_phantom(3)
+    return phantom.ct, phantom.anatomy
+
+
+@pytest.mark.parametrize("case, focal", [(_cropped_case, False), (_cropped_case, True), (_phantom_case, True)],
+                         ids=["cropped-token-maps", "cropped-fine-maps", "phantom-fine-maps"])
+def test_no_shown_value_lies_outside_the_maps_anatomies(case, focal):
+    ct, masks = case()
     config = preset("demo") if focal else replace(preset("demo"), focal_features=0, focal_min=False)
     torch.manual_seed(0)
     analyzer = Analyzer(build_model(config).eval(), finding_set="phantom")
@@ -54,5 +62,5 @@ def test_no_shown_value_lies_outside_the_maps_anatomies(focal):
         corners = voxel_to_world(shown.affine, np.array([[-0.5] * 3, np.array(shown.values.shape) - 0.5]))
         ct_corners = voxel_to_world(ct.affine, np.array([[-0.5] * 3, np.array(ct.array.shape) - 0.5]))
         np.testing.assert_allclose(corners, ct_corners, atol=1e-3)  # the viewer's world stays the CT's
-    if not focal:
+    if case is _cropped_case and not focal:
         assert overhangs, "the case must have token blocks past the scan"
