@@ -195,3 +195,13 @@ def read_back_world_hu(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         values.append(hu.reshape(-1))
     return np.concatenate(worlds), np.concatenate(values)
+
+
+def write_phantom_series(folder: Path, phantom, geometry: SeriesGeometry) -> tuple[list[Path], list[Path]]:
+    """The phantom's CT and its anatomy labels (stored values = label ids) as two DICOM series in
+    ``folder/ct`` and ``folder/labels``, slice k of the arrays at ``geometry.position(k)``; returns
+    both lists of paths in that slice order."""
+    folder = Path(folder)
+    ct_paths = write_ct_series(folder / "ct", phantom.ct.array, geometry, seed=1)
+    label_paths = write_ct_series(folder / "labels", phantom.anatomy.array, geometry, seed=2, intercept=0.0)
+    return ct_paths, label_paths

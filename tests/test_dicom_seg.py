@@ -16,7 +16,7 @@ from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.io.dicom import read_dicom_series
 from napari_fvlm.core.phantom import generate_phantom
 
-from dicom_fixtures import SeriesGeometry, read_back_world_hu, rotated_cosines, write_ct_series
+from dicom_fixtures import SeriesGeometry, read_back_world_hu, rotated_cosines, write_phantom_series
 
 hd = pytest.importorskip("highdicom")
 
@@ -53,8 +53,7 @@ def written(request, phantom, tmp_path_factory):
     order k, the phantom's probability map in that order)."""
     folder = tmp_path_factory.mktemp(request.param)
     n = SHAPE[0]
-    ct_paths = write_ct_series(folder / "ct", phantom.ct.array, GEOMETRIES[request.param](n), seed=1)
-    write_ct_series(folder / "labels", phantom.anatomy.array, GEOMETRIES[request.param](n), seed=2, intercept=0.0)
+    ct_paths, _ = write_phantom_series(folder, phantom, GEOMETRIES[request.param](n))
     ct = read_dicom_series(folder / "ct")
     labels = read_dicom_series(folder / "labels")
     assert ct.same_grid(labels)

@@ -2,10 +2,12 @@
 
 Every SNOMED CT code here comes from `pydicom.sr.codedict` by keyword, so none is typed by hand. A
 finding Part 16 has no code for gets a local code of this project's own scheme (``99FVLM``, a
-private scheme designator as DICOM allows), meaning exactly the finding's name.
+private scheme designator as DICOM allows), whose meaning is exactly the finding's name.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -32,9 +34,9 @@ FINDING_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
 
 
 def local_code(meaning: str) -> Code:
-    """A code of the project's scheme: its value is the meaning in upper case, spaces as hyphens."""
-    value = "-".join(meaning.upper().split())  # over 16 characters: written as LongCodeValue
-    return Code(value, LOCAL_SCHEME, meaning)
+    """A code of the project's scheme, its value derived from the meaning (the same meaning, the
+    same value) and kept within CodeValue's 16 characters, which every reader handles."""
+    return Code(f"FVLM-{hashlib.sha256(meaning.encode()).hexdigest()[:11].upper()}", LOCAL_SCHEME, meaning)
 
 
 def anatomy_code(group: AnatomyGroup) -> Code:
