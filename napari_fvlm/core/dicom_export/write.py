@@ -64,3 +64,14 @@ def write_dicom_results(out, ct: Volume, labels: Volume, table: FindingsTable, m
         for name, dataset in objects.items():
             dataset.save_as(staging / name, enforce_file_format=True)
     return [Path(out) / name for name in objects]
+
+
+def write_analysis_dicom(out, ct: Volume, labels: Volume, analysis, config, heatmaps: dict,
+                         uncalibrated_threshold: float) -> list[Path]:
+    """`write_dicom_results` for an `Analysis` of ``ct`` (``labels`` on any grid of the same scan;
+    ``heatmaps`` as `write_analysis` takes them)."""
+    from ..anatomy.align import align_labels
+
+    table = FindingsTable.from_analysis(analysis, config)
+    maps = finding_maps(heatmaps, ct, uncalibrated_threshold)
+    return write_dicom_results(out, ct, align_labels(ct, labels), table, maps)
