@@ -50,11 +50,11 @@ def test_draft_states_above_threshold_findings_by_section_with_sides():
                               "threshold 0.47; right lung 0.66, threshold 0.55).")
     assert lines["Heart"] == NOTHING_ABOVE
     assert lines["Mediastinum"] == "Arterial wall calcification (aorta 0.93, threshold 0.50)."
-    assert "emphysema" in lines["Not assessed (the model does not separate them on validation)"]
+    assert "emphysema" in lines["Never flagged (the model does not separate them on validation, in at least one anatomy)"]
     assert "spleen" in text and "nodule" not in text and "cardiomegaly" not in text.lower()
     table_numbers = {f"{v:.2f}" for row in hand_table().calibrated.values() for s in row.values()
                      for v in (s.probability, s.threshold)}
-    assert numbers_in(text.split("FINDINGS", 1)[1].split("Not assessed")[0]) <= table_numbers  # nothing invented
+    assert numbers_in(text.split("FINDINGS", 1)[1].split("Never flagged")[0]) <= table_numbers  # nothing invented
 
 
 def test_one_sided_finding_says_its_side():
@@ -110,7 +110,7 @@ def phantom_pair(tmp_path_factory):
 
 
 def named_findings(draft: str, table: FindingsTable) -> set[str]:
-    body = draft.split("FINDINGS", 1)[1].split("Not assessed")[0]
+    body = draft.split("FINDINGS", 1)[1].split("\n\n")[0]
     return {f for row in table.scores.values() for f in row if re.search(rf"\b{re.escape(f)}\b", body, re.I)}
 
 

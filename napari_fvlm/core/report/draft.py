@@ -73,7 +73,8 @@ def _not_assessed(table: FindingsTable) -> list[str]:
     unseparated = sorted({f for row in table.calibrated.values() for f, s in row.items() if not s.separates})
     lines = []
     if unseparated:
-        lines.append(f"Not assessed (the model does not separate them on validation): {', '.join(unseparated)}.")
+        lines.append("Never flagged (the model does not separate them on validation, in at least one anatomy): "
+                     f"{', '.join(unseparated)}.")
     if table.absent:
         names = ", ".join(a.replace("_", " ") for a in table.absent)
         lines.append(f"Not assessed (not found in the anatomy masks): {names}.")
