@@ -4,6 +4,8 @@ highdicom frame by frame against the source images, and checked against the arra
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pydicom
 import pytest
@@ -132,9 +134,7 @@ def test_a_ct_not_read_from_dicom_is_refused(phantom):
 
 
 def test_a_changed_series_is_refused(written, tmp_path):
-    ct, _labels, ct_paths = written
-    import copy
-
+    ct, _labels, _ct_paths = written
     moved = copy.copy(ct)
     moved.source = copy.copy(ct.source)
     moved.source.affine = ct.source.affine.copy()
