@@ -71,9 +71,11 @@ def summary_line(analysis) -> str:
 
 
 def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | None = None,
-                queries=(), device: str = "auto", log=print, protocol: str | None = None) -> dict:
+                queries=(), device: str = "auto", log=print, protocol: str | None = None,
+                dicom_out: str | None = None) -> dict:
     """The whole command; returns the findings document. Raises FvlmInputError for bad input.
-    ``protocol`` overrides the model config's inference protocol ("reference" or "single-pass")."""
+    ``protocol`` overrides the model config's inference protocol ("reference" or "single-pass");
+    ``dicom_out``: a folder for DICOM SEG and SR results (a CT read from DICOM only)."""
     from ._reader import read_volume
     from .core.inference.export import check_out_dir, write_analysis
     from .core.inference.grounding import check_query
@@ -82,6 +84,9 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
     start = time.perf_counter()
     queries = [check_query(q) for q in queries]
     check_out_dir(Path(out))  # refuse before any slow work
+    if dicom_out:
+        from .core.dicom_export.write import DICOM_OUTPUTS
+        check_out_dir(Path(dicom_out), DICOM_OUTPUTS)
     device = pick_device(device)
     pool = ThreadPoolExecutor(max_workers=1)  # the model loads while the CT and masks are read
     loading = pool.submit(load_analyzer, model, device)
@@ -89,6 +94,9 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
         ct = read_volume(ct_path)
         if ct.is_labels:
             raise FvlmInputError(f"{ct_path} holds labels, not a CT image; pass it with --masks.")
+        if dicom_out:
+            from .core.dicom_export.series import require_dicom_ct
+            require_dicom_ct(ct)
         if ct.source is not None and ct.source.details.get("not_ct"):
             log(f"warning: {ct_path} does not look like a CT in Hounsfield units: {ct.source.details['not_ct']}; "
                 f"the scores assume a CT.")
@@ -106,6 +114,10 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
     model_info = {"name": net.config.name, "source": str(model or "demo"), "config": net.config.to_dict()}
     model_info["protocol"] = analyzer.protocol
     write_analysis(out, ct, analysis, heatmaps, model_info, {"masks": {"source": masks or "TotalSegmentator"}})
+    if dicom_out:
+        from .core.dicom_export.write import write_analysis_dicom
+        written = write_analysis_dicom(dicom_out, ct, labels, analysis, net.config, heatmaps, FINDING_HEATMAP_THRESHOLD)
+        log(f"DICOM results written to {dicom_out}: {', '.join(p.name for p in written)}")
     log(f"analysis of {ct_path} written to {out} ({len(analysis.scores)} anatomies, "
         f"{len(heatmaps)} heatmaps, {analysis.timing_s['total']:.1f}s); {summary_line(analysis)}")
     return json.loads((Path(out) / "findings.json").read_text())
