@@ -195,3 +195,16 @@ def test_statements_of_normality_are_refused_with_a_reason_and_findings_pass(tex
             check_query(text)
     else:
         assert check_query(f"  {text} ") == text
+
+
+@pytest.mark.parametrize("text, scored", [
+    ("nodule in the left lung", "nodule"), ("lung nodule in the right lung", "lung nodule"),
+    ("right pleural effusion", "pleural effusion"), ("consolidation in the left lower lobe", "consolidation"),
+    ("ground-glass opacity, left upper lobe", "ground-glass opacity"), ("emphysema in both lungs", "emphysema"),
+    ("fluid around the heart", "fluid around the heart"), ("left lung", "left lung"),
+])
+def test_place_words_leave_the_scored_text_once_they_chose_the_anatomies(text, scored):
+    """Training reads each anatomy's findings without place words; the place selects the anatomy."""
+    from napari_fvlm.core.inference.grounding import without_location
+
+    assert without_location(text) == scored

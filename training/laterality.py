@@ -4,7 +4,7 @@ For every lateral finding of held-out phantoms, the CT and its masks are written
 several stored orientations (the canonical LPS order, RAS, and permuted axes) and read back
 through the plugin's own reader, so the whole geometry path is exercised. Two checks per case:
 - sided queries: "<finding> in the left lung" vs "... right lung"; the true side must score
-  higher (cosine similarity of the named lung's embedding with the query);
+  higher (the query's map peak inside the named lung, the panel's anatomy ranking);
 - unsided query: "<finding>" searched over every anatomy; the peak's RAS x must be on the
   patient's side of the finding (RAS x < 0 is the patient's left) relative to the body midline.
 """

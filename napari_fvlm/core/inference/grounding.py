@@ -90,6 +90,21 @@ _NORMAL = re.compile(r"^(normal|unremarkable|within normal limits)\b"
                      r"|\b(normal|unremarkable|clear|within normal limits)[.!]?$", re.I)
 
 
+_SIDE = r"(left|right|both|bilateral)"
+_PLACE_NOUN = r"(lung|lungs|lobe|lobes|hemithorax|side)"
+_PREPOSITION = r"(in|of|within|at|on|involving)\s+(the\s+)?"
+_LOCATION = re.compile(
+    rf"\b({_PREPOSITION})?({_SIDE}\s+((upper|middle|lower)\s+)?|(upper|middle|lower)\s+){_PLACE_NOUN}\b"
+    rf"|\b{_PREPOSITION}{_PLACE_NOUN}\b|\b{_SIDE}(-sided)?\b", re.I)
+
+
+def without_location(text: str) -> str:
+    """The query without the words that place it ("in the left lower lobe", "right"), or the
+    query itself when nothing else is left."""
+    rest = " ".join(_LOCATION.sub(" ", text).replace(" ,", ",").split()).strip(" ,;")
+    return rest or text
+
+
 def states_normality(text: str) -> bool:
     """Whether a query states normality or an absence rather than naming a finding. The zero-shot
     rule scores a text against the model's statement of normality ("... shows no significant
@@ -213,7 +228,9 @@ def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_s
 
     The query is scored against the model's negative prompt, like a finding. Anatomy words in the
     query ("left lower lobe", "heart") restrict the search to those anatomies, laterality meaning
-    the patient's side; otherwise every anatomy is searched. One rule ranks the anatomies and
+    the patient's side, and the place words are then left out of the scored text ("nodule in the
+    left lung" scores "nodule" in the left lung), as training reads each anatomy's findings
+    without them; otherwise every anatomy is searched with the whole text. One rule ranks the anatomies and
     finds the peak: each anatomy's highest map value, so the first anatomy holds the peak.
     """
     from .findings import anatomy_displays, prompt_pair
@@ -221,11 +238,12 @@ def ground_query(model, encoded: EncodedCT, query: str, text_embeddings, group_s
     text = check_query(query)
     named = [a for a in resolve_query_anatomies(text, group_set) if a in encoded.embeddings]
     searched = named or list(encoded.embeddings)
+    scored = without_location(text) if named else text
     displays = anatomy_displays(model.config.anatomy_group_set)
-    negatives = {a: prompt_pair(text, model.config.prompt_positive, model.config.prompt_negative,
+    negatives = {a: prompt_pair(scored, model.config.prompt_positive, model.config.prompt_negative,
                                 displays.get(a, a))[1] for a in searched}
-    embedded = text_embeddings([text, *sorted(set(negatives.values()))])
-    row = {t: i for i, t in enumerate([text, *sorted(set(negatives.values()))])}
+    embedded = text_embeddings([scored, *sorted(set(negatives.values()))])
+    row = {t: i for i, t in enumerate([scored, *sorted(set(negatives.values()))])}
     pairs = {a: (embedded[0], embedded[row[negatives[a]]]) for a in searched}
     heatmap = probability_map(model, encoded, text, pairs, calibration)
     masks = {a: _anatomy_mask(encoded, a) for a in searched}
