@@ -8,6 +8,7 @@ inside the worker thread, so opening the panel stays fast.
 from __future__ import annotations
 
 import threading
+import weakref
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -209,11 +210,42 @@ def shown_map(heatmap, ct: Volume, name: str | None = None, labels: Volume | Non
 
         ids = sorted({c for g in groups_of(group_set) if g.name in heatmap.anatomies for c in g.class_ids})
         if labels.array.shape == ct.array.shape and np.allclose(labels.affine, ct.affine, atol=1e-4):
-            inside = _every_voxel_inside(np.isin(np.asarray(labels.array), ids), shape)
+            inside = _inside_on_grid(labels.array, ids, shape)
         else:  # masks on another grid: their nearest label at each shown voxel
             inside = np.isin(resample(np.asarray(labels.array), labels.affine, affine, shape, order=0, cval=0), ids)
         values[~inside] = 0.0
     return ShownMap(name or heatmap.name, values, affine, heatmap)
+
+
+_INSIDE_CACHE: dict = {}  # (id of the labels array, ids, shape) -> (weak ref to it, mask): maps of one anatomy reuse it
+_INSIDE_CACHE_SIZE = 16
+_INSIDE_LOCK = threading.Lock()
+
+
+def _inside_on_grid(labels: np.ndarray, ids, shape) -> np.ndarray:
+    """`_every_voxel_inside` of the voxels labelled ``ids``, cached: it reads every CT voxel
+    (about a second for 512 x 512 x 300), the same for every map of those anatomies."""
+    key = (id(labels), tuple(ids), tuple(shape))
+    with _INSIDE_LOCK:
+        hit = _INSIDE_CACHE.get(key)
+    if hit is not None and hit[0]() is labels:
+        return hit[1]
+    inside = _every_voxel_inside(_label_lookup(labels, ids), shape)
+    with _INSIDE_LOCK:
+        if len(_INSIDE_CACHE) >= _INSIDE_CACHE_SIZE:
+            _INSIDE_CACHE.pop(next(iter(_INSIDE_CACHE)))
+        _INSIDE_CACHE[key] = (weakref.ref(labels), inside)
+    return inside
+
+
+def _label_lookup(labels: np.ndarray, ids) -> np.ndarray:
+    """Whether each voxel's label is one of ``ids`` (a table lookup: ~10x faster than np.isin)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "ui" or labels.dtype.itemsize > 2 or (labels.dtype.kind == "i" and labels.min() < 0):
+        return np.isin(labels, ids)
+    table = np.zeros(max(int(labels.max()), max(ids, default=0)) + 1, bool)
+    table[list(ids)] = True
+    return table[labels]
 
 
 def _every_voxel_inside(inside: np.ndarray, shape) -> np.ndarray:
