@@ -17,3 +17,18 @@ def notifications():
     notification_manager.notification_ready.connect(seen.append)
     yield seen
     notification_manager.notification_ready.disconnect(seen.append)
+
+
+@pytest.fixture(scope="session")
+def synthetic_case(tmp_path_factory):
+    """The synthetic CT and masks as NIfTI files and a random `demo` model folder, written once per
+    run for every module that only reads them: (folder, model folder)."""
+    from engine_fixtures import write_synthetic_case
+
+    return write_synthetic_case(tmp_path_factory.mktemp("synthetic_case"))
+
+
+@pytest.fixture(scope="session")
+def random_demo_model(synthetic_case) -> str:
+    """The random `demo` model folder of `synthetic_case` (tests must not change it)."""
+    return synthetic_case[1]

@@ -160,7 +160,7 @@ def test_analyze_without_masks_on_a_gpu_machine_asks_totalsegmentator_for_its_gp
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, faked
     loaded, commands = [], []
-    monkeypatch.setattr(models, "load_analyzer", lambda source, device, download=False: loaded.append(device))
+    monkeypatch.setattr(models, "load_analyzer", lambda source, device, download=False, protocol=None: loaded.append(device))
 
     def run_worker(self, command, tmp, report, cancel):
         commands.append(command)

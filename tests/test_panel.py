@@ -13,7 +13,8 @@ import pytest
 from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS
 from napari_fvlm.core.geometry import display_scale_translate
 from napari_fvlm.core.windows import contrast_limits
-from napari_fvlm.widgets.layers import HEATMAP_KEY, ras_to_napari_world
+from napari_fvlm.core.geometry import ras_to_display
+from napari_fvlm.widgets.layers import HEATMAP_KEY
 from napari_fvlm.widgets.panel import score_words
 
 from engine_fixtures import write_synthetic_case
@@ -139,7 +140,7 @@ def test_a_query_shows_its_heatmap_top_anatomies_and_history(analysed, qtbot):
     assert not [lyr for lyr in viewer.layers if lyr.metadata.get(HEATMAP_KEY) == "finding"]  # replaced
     # the layer's brightest voxel, in napari's world, is within one voxel of the grounding's RAS peak
     peak_world = layer.data_to_world(np.unravel_index(np.argmax(layer.data), layer.data.shape))
-    np.testing.assert_allclose(peak_world, ras_to_napari_world(grounding.peak_world_mm), atol=max(layer.scale))
+    np.testing.assert_allclose(peak_world, ras_to_display(grounding.peak_world_mm), atol=max(layer.scale))
     assert viewer.dims.point[0] == pytest.approx(peak_world[0], abs=layer.scale[0])
     assert grounding.peak_anatomy == "lung_lower_lobe_left"  # the query names the lobe: search is restricted
     # only the named lobe was searched: it alone is ranked, by the map's peak inside it

@@ -50,7 +50,7 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def volumes():
-    from napari_fvlm._reader import read_volume
+    from napari_fvlm.core.io.read import read_volume
 
     return read_volume(str(rf.DATA / "ct.nii.gz")), read_volume(str(rf.DATA / "total.nii.gz"))
 
@@ -114,7 +114,7 @@ def test_fvlm_analyze_gives_the_reference_probabilities(converted, tmp_path):
 def dicom_head_first(tmp_path_factory):
     """The reference CT in another orientation: a DICOM series stored head first, its masks as a
     RAS NIfTI (the reference's files are LPS, feet first)."""
-    from napari_fvlm._reader import read_volume
+    from napari_fvlm.core.io.read import read_volume
 
     from dicom_fixtures import SeriesGeometry, write_ct_series
 
@@ -190,7 +190,7 @@ def _prepared_arrays(ct, labels, config):
 
 @pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("S", "L", "A"), ("P", "I", "R")])
 def test_any_nifti_orientation_gives_the_same_model_input(converted, volumes, tmp_path, axcodes):
-    from napari_fvlm._reader import read_volume
+    from napari_fvlm.core.io.read import read_volume
     from napari_fvlm.core.anatomy.align import align_labels
 
     config = read_checkpoint_config(converted["types-off"])[0]

@@ -74,6 +74,10 @@ def test_pointing_game_and_dice():
     lesion[1, 2, 2] = True
     assert pointing_hit(heatmap, lesion)
     assert not pointing_hit(heatmap, np.roll(lesion, 1, axis=2))
+    outside = np.where(lesion, np.nan, heatmap)  # NaN marks voxels outside the map's anatomy: never the peak
+    second = np.zeros_like(lesion)
+    second[0, 0, 0] = True
+    assert pointing_hit(outside, second) and not pointing_hit(np.full((2, 3, 3), np.nan), lesion)
     assert dice(lesion, lesion) == 1.0 and dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
     # thresholded at 0.5: two voxels predicted, one of them the lesion -> 2 * 1 / (2 + 1)
     assert math.isclose(heatmap_dice(heatmap, lesion, 0.5), 2 / 3)

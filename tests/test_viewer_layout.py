@@ -228,14 +228,16 @@ def test_no_model_work_or_mask_scan_on_the_gui_thread(make_napari_viewer, case, 
     monkeypatch.setattr(export_actions, "write_masks", on_thread("masks", export_actions.write_masks))
     from napari_fvlm.widgets import background_open
     monkeypatch.setattr(background_open, "read_layer_data", on_thread("open", background_open.read_layer_data))
-    real_get = jobs.ModelCache.get
+    from napari_fvlm.core.inference import session
+    real_get = session.ModelCache.get
 
-    def slow_get(self, source, device):  # a first load: seconds without a word from the model
+    def slow_get(self, *args):  # a first load: seconds without a word from the model
         import time
-        time.sleep(2.0)
-        return real_get(self, source, device)
+        if not len(self):
+            time.sleep(2.0)
+        return real_get(self, *args)
 
-    monkeypatch.setattr(jobs.ModelCache, "get", slow_get)
+    monkeypatch.setattr(session.ModelCache, "get", slow_get)
 
     viewer = make_napari_viewer(show=True)
     _dock, panel = viewer.window.add_plugin_dock_widget("napari-fvlm", "fVLM analysis")

@@ -14,7 +14,7 @@ from typing import Callable
 
 from qtpy.QtCore import QEvent, QObject, Signal
 
-from .jobs import Cancelled, Refused, guarded
+from .jobs import CANCELLED, Refused, guarded
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Runner(QObject):
         then = self._take()
         if isinstance(outcome, Refused):
             then.refused(outcome.message)
-        elif isinstance(outcome, Cancelled):
+        elif outcome is CANCELLED:
             then.cancelled()
         else:
             then.done(outcome)

@@ -200,7 +200,7 @@ class TextEncoder(nn.Module):
         """Texts -> (T, hidden) pooled transformer outputs, float32, before the projection;
         padding is per batch (longest text)."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise FvlmInputError("The text encoder takes a list of strings.")
+            raise TypeError("The text encoder takes a list of strings.")
         device = self.proj.weight.device
         if not texts:
             return torch.zeros(0, self.hidden_size, device=device)
