@@ -10,10 +10,10 @@ import os
 import warnings
 from pathlib import Path
 
+from ._layers import DICOM_SERIES_KEY, layer_name, volume_layer_data
 from .core.errors import FvlmInputError
 from .core.io.nifti import is_nifti_path
 from .core.io.read import is_dicom_file, read_volume
-from ._layers import DICOM_SERIES_KEY, layer_name, volume_layer_data
 
 PLUGIN = "napari-fvlm"
 READER_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm")  # as in napari.yaml; folders are claimed when DICOM
@@ -129,5 +129,5 @@ def prefer_this_reader() -> list[str]:
     missing = reader_patterns_without_preference()
     if missing:
         settings = get_settings().plugins
-        settings.extension2reader = {**settings.extension2reader, **{p: PLUGIN for p in missing}}
+        settings.extension2reader = {**settings.extension2reader, **dict.fromkeys(missing, PLUGIN)}
     return missing

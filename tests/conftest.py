@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from totalseg_standin import empty_totalseg_home, standin_totalseg_home  # noqa: F401  (shared fixtures)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -32,3 +34,13 @@ def synthetic_case(tmp_path_factory):
 def random_demo_model(synthetic_case) -> str:
     """The random `demo` model folder of `synthetic_case` (tests must not change it)."""
     return synthetic_case[1]
+
+
+GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that opens a viewer or drives Qt is a `gui` test (`-m "not gui"` runs without X)."""
+    for item in items:
+        if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)

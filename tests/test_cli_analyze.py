@@ -16,13 +16,12 @@ import pytest
 from napari_fvlm.cli import main
 from napari_fvlm.core.errors import FvlmInputError
 
-from engine_fixtures import save_random_demo_model, write_synthetic_case
-from totalseg_standin import standin_totalseg_home  # noqa: F401
+from engine_fixtures import save_random_demo_model
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    return write_synthetic_case(tmp_path_factory.mktemp("case"))
+def case(synthetic_case):
+    return synthetic_case
 
 
 def _run(capsys, *args) -> tuple[int, str, str]:
@@ -52,7 +51,7 @@ def test_analyze_writes_findings_and_heatmaps_on_the_ct_grid(case, tmp_path, cap
         assert heatmap.shape == original.shape
         np.testing.assert_array_equal(heatmap.affine, original.affine)
         values = np.asanyarray(heatmap.dataobj)
-        assert 0 <= values.min() and 0.5 < values.max() <= 1.0
+        assert values.min() >= 0 and 0.5 < values.max() <= 1.0
 
 
 def test_analyze_replaces_its_own_earlier_output(case, tmp_path, capsys):
@@ -129,6 +128,7 @@ def test_bad_input_gives_one_line_nonzero_exit_and_writes_nothing(case, tmp_path
     assert not list(tmp_path.glob(".out_*")), "a staging folder was left behind"
 
 
+@pytest.mark.slow
 def test_the_command_process_writes_everything_before_its_fast_exit(case, tmp_path):
     folder, model = case
     out = tmp_path / "result"

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from napari_fvlm._layers import layer_volume, volume_layer_data
-from napari_fvlm.core.geometry import (display_affine, display_scale_translate, display_to_ras, ras_to_display,
-                                       voxel_to_world)
+from napari_fvlm.core.geometry import (
+    display_affine,
+    display_scale_translate,
+    display_to_ras,
+    ras_to_display,
+    voxel_to_world,
+)
 from napari_fvlm.core.volume import Volume
 
 CASES = 200

@@ -14,13 +14,17 @@ import sys
 import pytest
 import torch
 
-from napari_fvlm.core.model.focal import focal_inputs
-
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.model import (
-    ModelConfig, build_model, inference_context, interpolate_position_embedding,
-    position_embedding_from_2d, preset, token_mask,
+    ModelConfig,
+    build_model,
+    inference_context,
+    interpolate_position_embedding,
+    position_embedding_from_2d,
+    preset,
+    token_mask,
 )
+from napari_fvlm.core.model.focal import focal_inputs
 from napari_fvlm.core.model.pooling import AnatomyPooling
 from napari_fvlm.core.model.text import MINILM_HUB_ID, TextEncoder, resolve_text_source
 from napari_fvlm.core.model.vision import VisionTransformer3d
@@ -155,7 +159,7 @@ def test_pooling_matches_torch_multihead_attention():
     torch.manual_seed(2)
     pooling = AnatomyPooling(PLAIN).eval()
     reference = torch.nn.MultiheadAttention(DEMO.width, DEMO.pool_heads, batch_first=True).eval()
-    reference.load_state_dict({k: v for k, v in pooling.attn.state_dict().items()})
+    reference.load_state_dict(dict(pooling.attn.state_dict()))
     grid = (2, 2, 3)
     levels = [torch.randn(2, 12, DEMO.width) for _ in range(3)]
     lung = torch.rand(2, *grid) > 0.5

@@ -9,8 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm._reader import READER_PATTERNS, get_reader, prefer_this_reader
+from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.widgets.window_presets import WindowPresetsWidget
 
 
@@ -53,7 +53,7 @@ def test_drag_and_drop_shows_radiological_orientation_in_mm(make_napari_viewer, 
     np.testing.assert_allclose(layer.scale, [2.0, 1.5, 1.5])
     assert "fvlm_affine_ras" in layer.metadata
     # napari world is LPS mm (z, y, x): the left marker sits at +x (screen right), anterior at -y (up).
-    for world, axis, sign in [(left_world, 2, +1), (anterior_world, 1, -1)]:
+    for world in (left_world, anterior_world):
         lps_zyx = np.array([world[2], -world[1], -world[0]])
         data_pos = np.rint(layer.world_to_data(lps_zyx)).astype(int)
         assert layer.data[tuple(data_pos)] > 0

@@ -10,6 +10,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
+
 import napari_fvlm
 
 
@@ -40,6 +42,7 @@ def test_console_command_is_installed():
 
 def test_version_comes_from_the_installed_metadata_else_from_pyproject(monkeypatch):
     import importlib.metadata as metadata
+
     import tomllib
 
     napari_fvlm._version.cache_clear()
@@ -97,6 +100,7 @@ print("opened", napari_fvlm.__version__, napari_fvlm.__file__)
 """
 
 
+@pytest.mark.slow  # builds a wheel and a fresh venv
 def test_a_wheel_installed_in_a_fresh_venv_opens_a_nifti_through_the_plugin(tmp_path):
     """Build a wheel from this tree, install it (not editable) in a new venv and open a NIfTI file
     through napari's plugin discovery. The venv reuses this environment's dependencies through a

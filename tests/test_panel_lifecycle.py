@@ -16,14 +16,14 @@ from napari_fvlm.core.volume import Volume
 from napari_fvlm.widgets.inputs import ANATOMY_CHOICES
 from napari_fvlm.widgets.layers import HEATMAP_KEY
 
-from engine_fixtures import save_random_demo_model, synthetic_ct_and_masks
+from engine_fixtures import synthetic_ct_and_masks
 
 JOB_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return save_random_demo_model(tmp_path_factory.mktemp("lifecycle") / "model")
+def model(random_demo_model):
+    return random_demo_model
 
 
 def open_panel(make_napari_viewer, ct: Volume | None = None, masks: Volume | None = None, **kwargs):

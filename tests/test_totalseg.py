@@ -15,16 +15,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from totalseg_standin import (BRIGHT_CLASS, bright_sphere_ct, empty_totalseg_home,  # noqa: F401
-                              standin_totalseg_home)
 
 from napari_fvlm.core.anatomy import totalseg
-from napari_fvlm.core.progress import Cancelled
-from napari_fvlm.core.anatomy.totalseg import (TotalSegmentatorProvider, missing_models, required_models,
-                                               totalseg_weights_dir)
+from napari_fvlm.core.anatomy.totalseg import (
+    TotalSegmentatorProvider,
+    missing_models,
+    required_models,
+    totalseg_weights_dir,
+)
 from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS, TOTAL_CLASSES
 from napari_fvlm.core.errors import FvlmInputError, FvlmRuntimeError, ProcessOutput
 from napari_fvlm.core.io.nifti import read_nifti
+from napari_fvlm.core.progress import Cancelled
+
+from totalseg_standin import BRIGHT_CLASS, bright_sphere_ct
 
 
 def test_class_table_matches_installed_totalsegmentator():
@@ -63,6 +67,7 @@ def test_missing_weights_refused_before_any_worker_or_download(empty_totalseg_ho
     assert list(empty_totalseg_home.iterdir()) == []  # nothing created: no weights folder, no config
 
 
+@pytest.mark.slow
 def test_worker_refuses_downloads_and_network_on_its_own(empty_totalseg_home, tmp_path):
     """Even started directly, the worker neither downloads nor writes TotalSegmentator's config."""
     ct, _ = bright_sphere_ct()
@@ -130,6 +135,7 @@ def _ras_stored_ct(tmp_path):
     return loaded, sphere
 
 
+@pytest.mark.slow
 def test_totalsegmentator_end_to_end_with_standin_weights(standin_totalseg_home, tmp_path, monkeypatch):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -155,6 +161,7 @@ def test_totalsegmentator_end_to_end_with_standin_weights(standin_totalseg_home,
     assert list(scratch.iterdir()) == []  # the worker's scratch files went with ours
 
 
+@pytest.mark.slow
 def test_cancel_kills_the_worker_and_its_children(standin_totalseg_home, monkeypatch):
     started = []
     real_popen = subprocess.Popen

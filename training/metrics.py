@@ -8,7 +8,7 @@ precision of the thresholded scores.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_score, roc_auc_score, roc_curve

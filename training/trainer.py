@@ -23,8 +23,7 @@ from napari_fvlm.core.model.fvlm import autocast_dtype, build_model
 
 from .config import TrainConfig, run_record, save_run_record
 from .datasets import prepare_split
-from .distributed import (Processes, barrier, mean_over_processes, setup_processes,
-                          teardown_processes)
+from .distributed import Processes, barrier, mean_over_processes, setup_processes, teardown_processes
 from .loader import CachedDataset, batch_loader, collate, epoch_batches, steps_per_epoch
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .runlog import MetricsLog

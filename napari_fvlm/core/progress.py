@@ -7,7 +7,7 @@ between steps; a set event stops it with `Cancelled`, and nothing is produced.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 Progress = Callable[[float, str], None]
 

@@ -7,7 +7,7 @@ worker; only adding the finished layer happens on the GUI thread.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def read_layer_data(path: str) -> list[tuple]:

@@ -6,8 +6,8 @@ written under a temporary name and renamed into place, and never over a file the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..core.errors import FvlmInputError
 from ..core.inference.session import check_export_folder, export_findings, refuse_sources

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 
@@ -18,7 +18,6 @@ from ..core.errors import FvlmInputError
 from ..core.inference.session import AnalysedCT, AnalysisSession, AnatomySource, ModelCache
 from ..core.progress import Cancelled, Progress
 from ..core.volume import Volume
-
 
 
 @dataclass(frozen=True)

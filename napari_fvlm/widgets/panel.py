@@ -13,8 +13,8 @@ from qtpy.QtWidgets import QScrollArea, QStyle, QVBoxLayout, QWidget
 
 from ..core.errors import FvlmInputError
 from ..core.inference import models as model_sources
-from . import dialogs, export_actions
 from ..core.inference.session import AnalysisSession
+from . import dialogs, export_actions
 from .jobs import run_analysis, run_finding, run_query
 from .layers import LayerWiring, heatmap_peak_ras
 from .layout import PanelView

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from qtpy.QtCore import QEvent, QObject, Signal
 

@@ -24,6 +24,7 @@ from ..volume import Volume
 from .align import align_labels
 from .totalseg_classes import TOTAL_CLASS_IDS, TOTAL_CLASSES
 
+
 class SegmentationProvider(Protocol):
     """Makes a `total`-id label Volume on a CT's grid.
 

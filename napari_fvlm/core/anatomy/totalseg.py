@@ -19,9 +19,9 @@ from pathlib import Path
 
 from ..errors import FvlmInputError, FvlmRuntimeError, ProcessOutput
 from ..io.nifti import read_nifti, write_nifti
+from ..progress import Cancelled, Progress, check_cancel
 from ..volume import Volume
 from .align import align_labels
-from ..progress import Cancelled, Progress, check_cancel
 from .providers import to_total_ids
 from .totalseg_classes import TOTAL_CLASS_IDS
 from .totalseg_worker import download_command

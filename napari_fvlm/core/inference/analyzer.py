@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..anatomy.align import align_labels
+from ..progress import Progress, check_cancel
 from ..volume import Volume
 from .calibration import CalibratedScore, Calibration, calibrated_scores
-from ..progress import Progress, check_cancel
 from .encoding import EncodedCT, encode_ct
 from .grounding import Grounding, Heatmap, finding_heatmap, ground_query
 from .preprocess import prepare_for_model

@@ -80,7 +80,7 @@ class PlattMap:
                 "positives": self.positives, "negatives": self.negatives, "auc": self.auc}
 
     @classmethod
-    def from_dict(cls, data, level: str, where: str, min_auc: float = 0.0) -> "PlattMap":
+    def from_dict(cls, data, level: str, where: str, min_auc: float = 0.0) -> PlattMap:
         if not isinstance(data, dict):
             raise FvlmInputError(f"{where} is not an object")
         missing = [k for k in ("slope", "intercept", "threshold", "positives", "negatives") if k not in data]
@@ -176,7 +176,7 @@ class Calibration:
         }
 
     @classmethod
-    def from_dict(cls, data) -> "Calibration":
+    def from_dict(cls, data) -> Calibration:
         """Validated; FvlmInputError (one line, without the file name) for anything malformed."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise FvlmInputError(f"not a calibration file (its \"format\" is not \"{FORMAT}\")")

@@ -34,7 +34,7 @@ class EncodedCT:
     absent: list[str]
     cut: dict[str, bool]
     timing_s: dict[str, float] = field(default_factory=dict)
-    fine: "FineVoxels | None" = None  # a focal model's per-voxel features, for fine heatmaps
+    fine: FineVoxels | None = None  # a focal model's per-voxel features, for fine heatmaps
 
     @property
     def anatomies(self) -> list[str]:

@@ -49,7 +49,7 @@ def _from_hub(name: str, repo_id: str, revision: str | None, download: bool) -> 
         raise FvlmInputError(f"'{repo_id}'{at} is not in the local model cache; download it once with "
                              f"`fvlm download {name}` (needs internet), or convert the official "
                              "checkpoint with `fvlm convert-official`.") from None
-    except Exception as err:  # network or hub errors when a download was asked for
+    except Exception as err:  # noqa: BLE001 -- network or hub errors when a download was asked for
         raise FvlmInputError(f"Could not download '{repo_id}': {str(err).splitlines()[0]}") from None
 
 

@@ -41,8 +41,8 @@ from ..errors import FvlmInputError
 from ..geometry import spacing_xyz
 from ..model.fvlm import FvlmModel, inference_context
 from ..model.pooling import token_mask
-from ..volume import Volume
 from ..progress import Progress, check_cancel
+from ..volume import Volume
 from .encoding import EncodedCT, token_grid_affine
 from .preprocess import window
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -213,7 +213,8 @@ def export_maps(analysed: AnalysedCT, analysis, shown: Iterable[tuple[str, str]]
     analyzer, encoded = analysed.analyzer, analysed.encoded
     maps = {f"query:{i}": (g.heatmap, {"query": g.text}) for i, g in enumerate(analysis.queries)}
     flagged = [(anatomy, finding) for finding, anatomy in flagged_findings(analysis).items()]
-    extra = [pair for pair in dict.fromkeys(shown) if pair not in flagged and pair[1] in analysis.scores.get(pair[0], {})]
+    extra = [(anatomy, finding) for anatomy, finding in dict.fromkeys(shown)
+             if (anatomy, finding) not in flagged and finding in analysis.scores.get(anatomy, {})]
     for anatomy, finding in flagged + extra:
         key = f"finding:{finding}" if (anatomy, finding) in flagged else f"finding:{finding}:{anatomy}"
         maps[key] = (analyzer.finding_heatmap(encoded, anatomy, finding), heatmap_info(analysis, anatomy, finding))
