@@ -61,25 +61,30 @@ def test_cli_and_panel_write_identical_folders(synthetic_case, make_napari_viewe
         np.testing.assert_array_equal(values, gui_maps[name])
 
 
-def test_the_same_ct_and_model_are_encoded_once(synthetic_case, monkeypatch):
+@pytest.fixture(scope="module")
+def encodings(synthetic_case):
+    """A session that analysed the synthetic case once, and how often it encoded a CT."""
     folder, model = synthetic_case
     calls = []
     real_encode = analyzer_module.encode_ct
-    monkeypatch.setattr(analyzer_module, "encode_ct", lambda *a, **k: calls.append(1) or real_encode(*a, **k))
-    session = AnalysisSession()
-    anatomy = AnatomySource.from_masks(str(folder / "anatomy.nii.gz"))
-    first = session.run(read_volume(folder / "ct.nii.gz"), anatomy, model, "cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(analyzer_module, "encode_ct", lambda *a, **k: calls.append(1) or real_encode(*a, **k))
+        session, anatomy = AnalysisSession(), AnatomySource.from_masks(str(folder / "anatomy.nii.gz"))
+        first = session.run(read_volume(folder / "ct.nii.gz"), anatomy, model, "cpu")
+        yield session, anatomy, first, calls
+
+
+def test_the_same_ct_and_model_are_encoded_once(synthetic_case, encodings):
+    folder, model = synthetic_case
+    session, anatomy, first, calls = encodings
     again = session.run(read_volume(folder / "ct.nii.gz"), anatomy, model, "cpu")  # read anew: same voxels
     assert len(calls) == 1 and len(session.models) == 1
     assert again.encoded is first.encoded and again.analysis.scores == first.analysis.scores
     assert "encode" not in again.analysis.timing_s  # the reused encoding's time is not claimed twice
 
 
-def test_a_failed_export_leaves_no_folder(synthetic_case, tmp_path, monkeypatch):
-    folder, model = synthetic_case
-    session = AnalysisSession()
-    analysed = session.run(read_volume(folder / "ct.nii.gz"), AnatomySource.from_masks(str(folder / "anatomy.nii.gz")),
-                           model, "cpu")
+def test_a_failed_export_leaves_no_folder(encodings, tmp_path, monkeypatch):
+    _session, _anatomy, analysed, _calls = encodings
 
     def broken(_analysis):
         raise OSError("disk full")

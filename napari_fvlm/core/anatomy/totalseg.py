@@ -165,7 +165,8 @@ class TotalSegmentatorProvider:
         _forward_progress(lines, report, stdout_tail)
         if process.returncode != 0:
             reason = _failure_line(stderr_tail, stdout_tail, process.returncode)
-            raise FvlmRuntimeError(f"TotalSegmentator failed: {reason}") from ProcessOutput("".join(stderr_tail))
+            output = "\n".join(stderr_tail) or "\n".join(stdout_tail)  # its traceback, else what it printed
+            raise FvlmRuntimeError(f"TotalSegmentator failed: {reason}") from ProcessOutput(output)
 
 
 class _Monotonic:
