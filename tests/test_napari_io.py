@@ -11,7 +11,7 @@ import pytest
 
 from napari_fvlm._reader import READER_PATTERNS, get_reader, prefer_this_reader
 from napari_fvlm.core.errors import FvlmInputError
-from napari_fvlm.widgets.window_presets import WindowPresetsWidget
+from napari_fvlm.widgets.window_presets import WindowPreset, window_presets
 
 
 def _ct_with_markers(path, stored_codes=("R", "A", "S")):
@@ -127,10 +127,14 @@ def test_window_presets_set_contrast(make_napari_viewer, tmp_path):
     _ct_with_markers(path)
     viewer = make_napari_viewer()
     layer = viewer.open(str(path), plugin="napari-fvlm")[0]
-    widget = WindowPresetsWidget(viewer)
-    widget.apply("lung")
+    widget = window_presets()
+    viewer.window.add_dock_widget(widget)
+    assert widget.layer.value is layer  # the form offers the viewer's image layers
+    widget.preset.value = WindowPreset.lung
+    widget()  # what Apply does
     assert tuple(layer.contrast_limits) == (-1350.0, 150.0)
-    widget.apply("bone")
+    widget.preset.value = WindowPreset.bone
+    widget()
     assert tuple(layer.contrast_limits) == (-500.0, 1300.0)
 
 
