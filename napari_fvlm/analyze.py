@@ -23,9 +23,11 @@ def summary_line(analysis) -> str:
 
 
 def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | None = None,
-                queries=(), device: str = "auto", log=print, protocol: str | None = None) -> dict:
+                queries=(), device: str = "auto", log=print, protocol: str | None = None,
+                dicom_out: str | None = None) -> dict:
     """The whole command; returns the findings document. Raises FvlmInputError for bad input.
-    ``protocol`` overrides the model config's inference protocol ("reference" or "single-pass")."""
+    ``protocol`` overrides the model config's inference protocol ("reference" or "single-pass");
+    ``dicom_out``: a folder for DICOM SEG and SR results (a CT read from DICOM only)."""
     from .core.inference.export import check_out_dir
     from .core.inference.grounding import check_query
     from .core.inference.models import pick_device
@@ -34,12 +36,18 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
     start = time.perf_counter()
     queries = [check_query(q) for q in queries]
     check_out_dir(Path(out))  # refuse before any slow work
+    if dicom_out:
+        from .core.dicom_export.write import DICOM_OUTPUTS
+        check_out_dir(Path(dicom_out), DICOM_OUTPUTS)
     device = pick_device(device)
     session, anatomy = AnalysisSession(), AnatomySource.from_masks(masks)
     pool = ThreadPoolExecutor(max_workers=1)  # the model loads while the CT and masks are read
     loading = pool.submit(session.models.get, model, device, protocol)
     try:
         ct = read_ct(ct_path, warn=lambda message: log(f"warning: {message}"))
+        if dicom_out:
+            from .core.dicom_export.series import require_dicom_ct
+            require_dicom_ct(ct)
         labels = session.masks(ct, anatomy, device, fast=masks is not None or model_totalseg_fast(model))
         analyzer = loading.result()
     finally:
@@ -47,6 +55,14 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
     analysed = session.analyse(ct, labels, anatomy, analyzer, model, queries)
     total = {"total": time.perf_counter() - start}
     export_findings(out, analysed, timing_s=total)
+    if dicom_out:
+        from .core.dicom_export.write import write_analysis_dicom
+        from .core.inference.session import FINDING_HEATMAP_THRESHOLD, export_maps
+
+        maps = export_maps(analysed, analysed.analysis)
+        written = write_analysis_dicom(dicom_out, ct, labels, analysed.analysis, analyzer.config, maps,
+                                       FINDING_HEATMAP_THRESHOLD)
+        log(f"DICOM results written to {dicom_out}: {', '.join(p.name for p in written)}")
     document = json.loads((Path(out) / "findings.json").read_text())
     log(f"analysis of {ct_path} written to {out} ({len(analysed.analysis.scores)} anatomies, "
         f"{len(document['queries']) + len(document['heatmaps'])} heatmaps, {total['total']:.1f}s); "

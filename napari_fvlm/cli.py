@@ -1,4 +1,4 @@
-"""The `fvlm` command: phantom, demo, analyze, convert-official.
+"""The `fvlm` command: phantom, demo, analyze, report, compare, convert-official.
 
 Every refusal is one line on stderr and exit status 2; no tracebacks for bad input. A step that
 failed on its own (TotalSegmentator's worker) exits with status 1 and what that step printed.
@@ -43,7 +43,19 @@ def _cmd_analyze(args) -> None:
     from .analyze import run_analyze
 
     run_analyze(args.ct, args.out, masks=args.masks, model=args.model, queries=args.query or (),
-                device=args.device, protocol=args.protocol)
+                device=args.device, protocol=args.protocol, dicom_out=args.dicom_out)
+
+
+def _cmd_report(args) -> None:
+    from .reporting import run_report
+
+    run_report(args.findings, args.out)
+
+
+def _cmd_compare(args) -> None:
+    from .reporting import run_compare
+
+    run_compare(args.prior, args.current, args.out)
 
 
 def _cmd_convert(args) -> None:
@@ -100,7 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="inference protocol (default: the model's; converted official weights use "
                               "'reference', the per-organ crops of the official evaluation)")
     analyze.add_argument("--out", required=True, help="output folder (new, empty, or an earlier output)")
+    analyze.add_argument("--dicom-out", metavar="DIR", help="also write DICOM SEG and SR results referencing "
+                                                            "the series (a CT read from DICOM only)")
     analyze.set_defaults(run=_cmd_analyze)
+
+    report = sub.add_parser("report", help="report draft from a saved analysis (findings.json or its folder)")
+    report.add_argument("findings")
+    report.add_argument("--out", help="text file to write (default: print)")
+    report.set_defaults(run=_cmd_report)
+    compare = sub.add_parser("compare", help="prior vs current: per-anatomy score changes of two saved analyses")
+    compare.add_argument("prior")
+    compare.add_argument("current")
+    compare.add_argument("--out", help="text file to write (default: print)")
+    compare.set_defaults(run=_cmd_compare)
 
     convert = sub.add_parser("convert-official", help="import the reference fVLM .pth (tensors only)")
     convert.add_argument("checkpoint")

@@ -6,8 +6,9 @@
 For every held-out phantom and every anatomy x finding whose label is 0, the finding's map (the
 model's calibration applied) should have no place above the finding's threshold; reported for
 the findings the model separates (held-out study AUC >= 0.9 in ``--evaluation``). Free-text
-statements of normality ("no abnormality", ...) grounded over every anatomy should leave the map
-below the free-text threshold everywhere. Prints one line per target.
+statements of normality ("no abnormality", ...) should draw no hot region: the query check refuses
+them (no map; `grounding.states_normality`), and one that passed it would be grounded over every
+anatomy and should stay below the free-text threshold everywhere. Prints one line per target.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ NORMAL_QUERIES = ("no abnormality", "no significant abnormalities", "normal find
 def main() -> None:
     from tqdm import tqdm
 
+    from napari_fvlm.core.errors import FvlmInputError
     from napari_fvlm.core.inference.findings import findings_for
     from napari_fvlm.core.inference.models import load_analyzer
     from napari_fvlm.core.phantom import generate_phantom
@@ -56,7 +58,11 @@ def main() -> None:
                 above = heatmap.values[heatmap.inside] >= heatmap.threshold
                 dark.setdefault(finding, []).append(not above.any())
         for query in NORMAL_QUERIES:
-            heatmap = analyzer.ground(encoded, query).heatmap
+            try:
+                heatmap = analyzer.ground(encoded, query).heatmap
+            except FvlmInputError:  # refused as a statement of normality: no map is drawn
+                normal_dark.append(True)
+                continue
             normal_dark.append(not (heatmap.values[heatmap.inside] >= heatmap.threshold).any())
     for finding in sorted(dark):
         share = float(np.mean(dark[finding]))

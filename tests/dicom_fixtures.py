@@ -69,6 +69,7 @@ def ct_slice_dataset(
     sop_class: str = CTImageStorage,
     description: str = "synthetic CT",
     transfer_syntax: str = ExplicitVRLittleEndian,
+    frame_of_reference_uid: str | None = None,
 ) -> Dataset:
     """One CT Image Storage dataset holding ``stored`` (uint16 raw values) at position ``ipp``."""
     meta = FileMetaDataset()
@@ -80,6 +81,8 @@ def ct_slice_dataset(
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    if frame_of_reference_uid:
+        ds.FrameOfReferenceUID = frame_of_reference_uid
     ds.Modality, ds.SeriesDescription = modality, description
     ds.PatientID, ds.PatientName = "PHANTOM-001", "Phantom^Synthetic"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
@@ -125,6 +128,7 @@ def write_ct_series(
     rng = np.random.default_rng(seed)
     series_uid = series_uid or generate_uid()
     study_uid = generate_uid()
+    dataset_kwargs.setdefault("frame_of_reference_uid", generate_uid())
     instance_numbers = rng.permutation(hu.shape[0]) + 1
     paths = [folder / f"{rng.integers(16**10):010x}" for _ in range(hu.shape[0])]
     for k in rng.permutation(hu.shape[0]):
@@ -191,3 +195,13 @@ def read_back_world_hu(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         values.append(hu.reshape(-1))
     return np.concatenate(worlds), np.concatenate(values)
+
+
+def write_phantom_series(folder: Path, phantom, geometry: SeriesGeometry) -> tuple[list[Path], list[Path]]:
+    """The phantom's CT and its anatomy labels (stored values = label ids) as two DICOM series in
+    ``folder/ct`` and ``folder/labels``, slice k of the arrays at ``geometry.position(k)``; returns
+    both lists of paths in that slice order."""
+    folder = Path(folder)
+    ct_paths = write_ct_series(folder / "ct", phantom.ct.array, geometry, seed=1)
+    label_paths = write_ct_series(folder / "labels", phantom.anatomy.array, geometry, seed=2, intercept=0.0)
+    return ct_paths, label_paths

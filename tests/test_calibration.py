@@ -27,6 +27,7 @@ from training.calibrate import (
     fit_calibration,
     platt_fit,
     reliability_bins,
+    specific_threshold,
 )
 from training.protocol import Table
 
@@ -79,6 +80,8 @@ def test_a_folder_without_the_file_is_uncalibrated(tmp_path):
      "finite numbers"),
     (lambda d: {**d, "overall": {**d["overall"], "auc": 1.5}}, "auc must be"),
     (lambda d: {**d, "min_auc": "x"}, "min_auc"),
+    (lambda d: {**d, "maps": []}, "\"maps\" must be an object"),
+    (lambda d: {**d, "maps": {"findings": {"x": {"slope": 1.0}}, "pairs": {}}}, "maps: finding 'x' lacks"),
 ])
 def test_malformed_or_unknown_version_files_are_refused_in_one_line(tmp_path, edit, message):
     data = json.loads(json.dumps(small_calibration().to_dict()))
@@ -88,6 +91,37 @@ def test_malformed_or_unknown_version_files_are_refused_in_one_line(tmp_path, ed
         read_calibration(tmp_path)
     text = str(error.value)
     assert message in text and "\n" not in text and CALIBRATION_FILE in text
+
+
+def test_heatmaps_get_their_own_fits_on_map_peaks_with_few_absent_maps_above_threshold(tmp_path):
+    """Map peaks run higher than scores (one place is not the anatomy's pooled score): their
+    own fit puts the threshold above 95% of the absent maps, where the score's would light up
+    nearly all of them."""
+    rng = np.random.default_rng(3)
+    labels = (rng.uniform(size=400) < 0.3).astype(int)
+    scores = np.clip(0.2 + 0.5 * labels + rng.normal(0, 0.12, 400), 0.01, 0.99)
+    peaks = np.clip(0.75 + 0.2 * labels + rng.normal(0, 0.06, 400), 0.01, 0.999)
+    table = Table(["heart/cardiomegaly"], labels[:, None], scores[:, None])
+    map_table = Table(["heart/cardiomegaly"], labels[:, None], peaks[:, None])
+    calibration = fit_calibration(table, map_table=map_table)
+    score_fit = calibration.lookup("heart", "cardiomegaly")
+    map_fit = calibration.for_maps().lookup("heart", "cardiomegaly")
+    absent = peaks[labels == 0]
+    assert (absent >= score_fit.threshold).mean() > 0.9  # the score's threshold would light them up
+    assert (absent >= map_fit.threshold).mean() <= 0.05
+    write_calibration(tmp_path, calibration)
+    read = read_calibration(tmp_path)
+    assert read.to_dict() == calibration.to_dict() and read.maps is not None
+    assert read.for_maps().threshold("heart", "cardiomegaly") == pytest.approx(map_fit.calibrated_threshold)
+    older = small_calibration()  # a file without map fits: heatmaps use the scores' fits
+    assert older.maps is None and older.for_maps() is older
+
+
+def test_the_specific_threshold_lets_at_most_the_allowed_share_reach_it():
+    negatives = np.arange(100, dtype=float)
+    threshold = specific_threshold(negatives, 0.05)
+    assert (negatives >= threshold).sum() == 5 and threshold > 94.0
+    assert (negatives >= specific_threshold(negatives, 0.0)).sum() == 0
 
 
 def test_a_calibration_of_other_weights_is_refused(tmp_path):
@@ -205,6 +239,7 @@ def test_calibrate_writes_the_file_and_the_check_reports_on_held_out_samples(tin
     assert calibration.fitted_on["first"] == "phantom-10000" and calibration.fitted_on["last"] == "phantom-10011"
     assert calibration.findings and printed["fits"]["finding"] == len(calibration.findings)
     assert calibration.weights_fingerprint == weights_fingerprint(model)
+    assert calibration.maps is not None and calibration.maps.findings  # the heatmaps' own fits
 
     out = tmp_path / "check"
     assert main(["calibration-check", "--model", str(model), "--out", str(out)]) == 0

@@ -108,6 +108,8 @@ def _bad_cases(folder: Path, model: str, tmp: Path) -> dict[str, tuple[list, str
         "a binary mask": ([str(ct), "--masks", str(binary), "--model", model], "not taken as `total` class 1"),
         "empty query": ([str(ct), *base, "--model", model, "--query", "  "], "Type a finding"),
         "10,000-character query": ([str(ct), *base, "--model", model, "--query", "a" * 10_000], "characters"),
+        "a statement of normality": ([str(ct), *base, "--model", model, "--query", "no abnormality"],
+                                     "states normality"),
         "labels given as the CT": ([str(masks), *base, "--model", model], "labels"),
         "out is a file": ([str(ct), *base, "--model", model], "is a file"),
     }

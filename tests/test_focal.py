@@ -103,8 +103,8 @@ def encoded_focal():
 
 
 def test_a_voxel_map_is_the_score_rule_applied_to_the_voxel_alone(encoded_focal):
-    """The split projection equals projecting [token value; the voxel's features once per pooled
-    statistic (mean, soft max, soft min)]."""
+    """The split projection equals projecting [the anatomy's pooled tokens; its mean features;
+    the voxel's features in each extreme slot (soft max, soft min)]."""
     from napari_fvlm.core.inference.findings import finding_prompts
 
     model, analyzer, encoded = encoded_focal
@@ -114,9 +114,10 @@ def test_a_voxel_map_is_the_score_rule_applied_to_the_voxel_alone(encoded_focal)
     positive, negative = analyzer.text_embeddings(list(finding_prompts(model.config, anatomy, finding)))
     projection = model.pooling.projections[model.pooling.anatomy_index(anatomy)]
     chosen = np.flatnonzero(fine.masks[anatomy])[::997][:20]
+    mean = fine.features[torch.from_numpy(fine.masks[anatomy])].mean(0)
+    extremes = model.config.focal_pooled_size // model.config.focal_features - 1
     for m in chosen:
-        statistics = model.config.focal_pooled_size // model.config.focal_features
-        joined = torch.cat([fine.values[fine.token[m]], *[fine.features[m]] * statistics])
+        joined = torch.cat([fine.pooled[anatomy], mean, *[fine.features[m]] * extremes])
         embedding = torch.nn.functional.normalize(projection(joined), dim=0)
         logit = (embedding @ positive - embedding @ negative) / model.temperature
         expected = float(torch.sigmoid(logit))
@@ -211,3 +212,21 @@ def test_a_checkpoint_without_the_soft_minimum_starts_a_model_with_it_unchanged(
     other = build_model(replace(preset("demo"), focal_features=4))
     with pytest.raises(FvlmInputError, match="another configuration"):
         _load_initial_weights(other, str(tmp_path / "old"))
+
+
+def test_precomputed_channels_encode_exactly_like_computing_them(encoded_focal):
+    """Evaluation passes the channels cached beside a training sample instead of filtering again."""
+    from napari_fvlm.core.inference.encoding import encode_ct
+    from napari_fvlm.core.inference.filters import model_channels
+    from napari_fvlm.core.inference.preprocess import prepare_for_model
+
+    from engine_fixtures import synthetic_ct_and_masks
+
+    model, _analyzer, _encoded = encoded_focal
+    prepared = prepare_for_model(*synthetic_ct_and_masks(), model.config)
+    channels = model_channels(prepared.image, model.config)
+    computed, given = encode_ct(model, prepared), encode_ct(model, prepared, channels=channels)
+    for name in computed.embeddings:
+        torch.testing.assert_close(given.embeddings[name], computed.embeddings[name])
+    with pytest.raises(ValueError, match="do not match the image"):
+        encode_ct(model, prepared, channels=channels[:, 1:])

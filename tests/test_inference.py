@@ -175,3 +175,22 @@ def test_zero_shot_uses_the_models_prompt_pair(model, ct_and_masks):
         assert "There is cardiomegaly." in seen and "There is no cardiomegaly." in seen
     finally:
         model.config = original
+
+
+@pytest.mark.parametrize("text, normal", [
+    ("no abnormality", True), ("No significant abnormalities.", True), ("normal heart", True),
+    ("the lungs are clear", True), ("unremarkable", True), ("there is no pleural effusion", True),
+    ("without consolidation", True), ("heart is normal", True),
+    ("nodule in the left lung", False), ("non-calcified nodule", False), ("nodule, not calcified", False),
+    ("abnormal opacity", False), ("clear cell carcinoma", False), ("unclear margins", False),
+    ("pleural effusion on the left, no pneumothorax", False),
+])
+def test_statements_of_normality_are_refused_with_a_reason_and_findings_pass(text, normal):
+    from napari_fvlm.core.inference.grounding import check_query, states_normality
+
+    assert states_normality(text) is normal
+    if normal:
+        with pytest.raises(FvlmInputError, match="states normality or an absence"):
+            check_query(text)
+    else:
+        assert check_query(f"  {text} ") == text

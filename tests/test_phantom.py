@@ -261,3 +261,13 @@ def test_write_refuses_a_file_as_folder(normal, tmp_path):
     target.write_text("not a folder")
     with pytest.raises(FvlmInputError, match="file"):
         write_phantom(normal, target)
+
+
+def test_written_files_open_with_the_plugin_reader_despite_labels_json(normal, tmp_path):
+    """The phantom's labels.json describes findings; the reader must not take it for label names."""
+    from napari_fvlm._reader import read_volume
+
+    write_phantom(normal, tmp_path)
+    ct, anatomy = read_volume(str(tmp_path / "ct.nii.gz")), read_volume(str(tmp_path / "anatomy.nii.gz"))
+    assert not ct.is_labels and np.array_equal(ct.array, normal.ct.array)
+    assert anatomy.labels == {i: n for i, n in normal.anatomy.labels.items() if i in np.unique(normal.anatomy.array)}

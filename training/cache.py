@@ -37,6 +37,7 @@ class CachedSample:
     affine: np.ndarray  # model grid voxel -> RAS mm
     lesions: np.ndarray  # (Z, Y, X) uint16 lesion labels (0: none)
     meta: dict[str, Any]  # id, anatomies, texts, abnormal, present, cut, report, labels, lesions
+    path: Path | None = None  # the file it was read from (its cached focal channels lie beside it)
 
 
 def cache_folder(root: str | Path, kind: str, key: dict[str, Any]) -> Path:
@@ -127,6 +128,6 @@ def read_sample(path: str | Path) -> CachedSample:
             lesions = np.zeros(image.size, np.uint16)
             lesions[data["lesion_index"]] = data["lesion_value"]
             return CachedSample(image, masks, data["affine"].astype(float), lesions.reshape(image.shape),
-                                json.loads(str(data["meta"])))
+                                json.loads(str(data["meta"])), Path(path))
     except (OSError, KeyError, ValueError) as error:
         raise FvlmInputError(f"Cached sample '{path}' is damaged ({error}); delete it to rebuild it.") from None

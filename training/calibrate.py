@@ -4,6 +4,8 @@
 (`engine_scorer`, no heatmaps) and fits, per anatomy x finding where both classes have at least
 ``min_class`` rows and per finding (pooled over anatomies) otherwise, Platt scaling of the raw
 logit and the ROC-corner threshold; a map pooled over every finding serves free-text queries.
+The heatmaps get the same fits on each map's peak, their thresholds raised until at most
+``MAP_FALSE_POSITIVE`` of the absent findings' maps reach them (calibration.py says why).
 It writes ``DIR/calibration.json`` (read by `napari_fvlm.core.inference.calibration`).
 ``python -m training calibration-check --model DIR`` scores a held-out split and reports the
 expected calibration error over all anatomy x finding rows, the share of rows above threshold
@@ -19,6 +21,7 @@ import numpy as np
 
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.inference.calibration import (
+    MAP_FALSE_POSITIVE,
     Calibration,
     PlattMap,
     raw_logits,
@@ -61,16 +64,27 @@ def platt_fit(raw, labels) -> tuple[float, float]:
     return float(found.x[0]), float(found.x[1])
 
 
-def fit_map(raw, labels, level: str) -> PlattMap | None:
-    """A `PlattMap` of these rows; None unless both classes occur."""
+def fit_map(raw, labels, level: str, max_false_positive: float | None = None) -> PlattMap | None:
+    """A `PlattMap` of these rows; None unless both classes occur. With ``max_false_positive``
+    the ROC-corner threshold is raised, if needed, until at most that share of negatives reach it."""
     raw, labels = np.asarray(raw, dtype=float).ravel(), np.asarray(labels).astype(int).ravel()
     positives = int(labels.sum())
     negatives = labels.size - positives
     if positives == 0 or negatives == 0:
         return None
     slope, intercept = platt_fit(raw, labels)
-    threshold = min(max(corner_threshold(labels, raw), 0.0), 1.0)
+    threshold = corner_threshold(labels, raw)
+    if max_false_positive is not None:
+        threshold = max(threshold, specific_threshold(raw[labels == 0], max_false_positive))
+    threshold = min(max(threshold, 0.0), 1.0)
     return PlattMap(slope, intercept, threshold, positives, negatives, fast_auc(labels, raw), level)
+
+
+def specific_threshold(negatives, max_false_positive: float) -> float:
+    """The lowest threshold that at most ``max_false_positive`` of ``negatives`` reach (>=)."""
+    ordered = np.sort(np.asarray(negatives, dtype=float))[::-1]
+    allowed = int(np.floor(max_false_positive * ordered.size))  # negatives that may reach it
+    return float(np.nextafter(ordered[allowed], np.inf)) if allowed < ordered.size else float(ordered[-1])
 
 
 def _columns(table: Table) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
@@ -83,29 +97,39 @@ def _columns(table: Table) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray
 
 
 def fit_calibration(table: Table, min_class: int = MIN_CLASS, min_auc: float = MIN_AUC, model: str = "",
-                    fingerprint: str | None = None, fitted_on: dict | None = None) -> Calibration:
+                    fingerprint: str | None = None, fitted_on: dict | None = None,
+                    map_table: Table | None = None) -> Calibration:
     """The calibration of an anatomy table (labels, raw scores): per pair where the data allow,
     per finding otherwise, and pooled over everything. Maps with an AUC below ``min_auc`` on
-    their fitting rows are kept (their probabilities are calibrated) but flag nothing."""
+    their fitting rows are kept (their probabilities are calibrated) but flag nothing. With
+    ``map_table`` (the same rows' raw heatmap peaks) the heatmaps get their own fits."""
+    pairs, findings, overall = _fit_tables(table, min_class, None)
+    maps = None
+    if map_table is not None:
+        maps = Calibration(*_fit_tables(map_table, min_class, MAP_FALSE_POSITIVE), min_auc)
+    calibration = Calibration(pairs, findings, overall, min_auc, model, fingerprint,
+                              dict(fitted_on or {}, min_class=min_class), maps)
+    return Calibration.from_dict(calibration.to_dict())  # exactly what a reader of the file gets
+
+
+def _fit_tables(table: Table, min_class: int, max_false_positive: float | None) -> tuple[dict, dict, PlattMap | None]:
     columns = _columns(table)
     pairs = {}
     for key, (labels, raw) in columns.items():
         positives = int(labels.sum())
         if positives >= max(min_class, 1) and labels.size - positives >= max(min_class, 1):
-            pairs[key] = fit_map(raw, labels, "anatomy")
+            pairs[key] = fit_map(raw, labels, "anatomy", max_false_positive)
     findings = {}
     for finding in sorted({f for _a, f in columns}):
         chosen = [columns[k] for k in columns if k[1] == finding]
         fitted = fit_map(np.concatenate([r for _l, r in chosen]), np.concatenate([lab for lab, _r in chosen]),
-                         "finding")
+                         "finding", max_false_positive)
         if fitted is not None:
             findings[finding] = fitted
     everything = list(columns.values())
     overall = fit_map(np.concatenate([r for _l, r in everything]), np.concatenate([lab for lab, _r in everything]),
-                      "overall") if everything else None
-    calibration = Calibration(pairs, findings, overall, min_auc, model, fingerprint,
-                              dict(fitted_on or {}, min_class=min_class))
-    return Calibration.from_dict(calibration.to_dict())  # exactly what a reader of the file gets
+                      "overall", max_false_positive) if everything else None
+    return pairs, findings, overall
 
 
 # --- checking -------------------------------------------------------------------------------------
@@ -239,15 +263,17 @@ def _setup(model_dir: Path, config_path: str | None, overrides):
     return config, model, "phantom" if config.dataset == "phantom" else "ct-rate"
 
 
-def score_for_calibration(config, model, finding_set: str, split: str, progress: bool = True) -> list[dict]:
-    """Scores and labels of every sample of a split (the engine's scores, without heatmaps)."""
+def score_for_calibration(config, model, finding_set: str, split: str, progress: bool = True,
+                          map_peaks: bool = False) -> list[dict]:
+    """Scores and labels of every sample of a split (the engine's scores, without lesion
+    grounding; with ``map_peaks`` each scored map's raw peak too)."""
     from .datasets import prepare_split
     from .evaluate import engine_scorer, score_split
 
     paths = prepare_split(config, split, workers=config.num_workers, progress=progress)
     if not paths:
         raise FvlmInputError(f"The {split} split of '{config.name}' is empty; nothing to calibrate on.")
-    return score_split(paths, engine_scorer(model, finding_set, heatmaps=False), progress)
+    return score_split(paths, engine_scorer(model, finding_set, heatmaps=False, map_peaks=map_peaks), progress)
 
 
 def calibrate_checkpoint(model_dir: str | Path, split: str = "val", config_path: str | None = None,
@@ -260,13 +286,14 @@ def calibrate_checkpoint(model_dir: str | Path, split: str = "val", config_path:
         raise FvlmInputError(f"Calibrate on {' or '.join(FIT_SPLITS)}, not '{split}': the test split must "
                              "stay held out for checking the calibration.")
     config, model, finding_set = _setup(model_dir, config_path, list(overrides))
-    results = score_for_calibration(config, model, finding_set, split, progress)
+    results = score_for_calibration(config, model, finding_set, split, progress, map_peaks=True)
     _study, table = build_tables(results)
+    _study, map_table = build_tables([{**r, "scores": r["map_peaks"]} for r in results])
     ids = [r["id"] for r in results]
     fitted_on = {"dataset": config.dataset, "config": config.name, "split": split, "samples": len(results),
                  "first": ids[0], "last": ids[-1], "finding_set": finding_set}
     calibration = fit_calibration(table, min_class, min_auc, model.config.name, weights_fingerprint(model_dir),
-                                  fitted_on)
+                                  fitted_on, map_table)
     if not calibration.findings:
         raise FvlmInputError(f"No finding of the {split} split has both present and absent cases; "
                              "nothing could be calibrated (use a larger split).")

@@ -64,25 +64,35 @@ def ground_lesions(sample: CachedSample, patch_zyx, anatomy_size, scored, heatma
     return rows
 
 
-def engine_scorer(model, finding_set: str, heatmaps: bool = True) -> Scorer:
-    """Scores (and lesion grounding) from the inference engine's `Analyzer`."""
+def engine_scorer(model, finding_set: str, heatmaps: bool = True, map_peaks: bool = False) -> Scorer:
+    """Scores (and lesion grounding) from the inference engine's `Analyzer`; with ``map_peaks``
+    also each scored anatomy x finding's raw heatmap peak (what map calibration fits)."""
     from napari_fvlm.core.inference.analyzer import Analyzer
     from napari_fvlm.core.inference.encoding import encode_ct
     from napari_fvlm.core.inference.findings import findings_for
 
     analyzer = Analyzer(model, finding_set=finding_set)
 
+    def heatmap_of(encoded, anatomy, finding):
+        heatmap = analyzer.finding_heatmap(encoded, anatomy, finding)
+        return np.where(heatmap.inside, heatmap.values, np.nan)
+
     def score(sample: CachedSample) -> dict:
-        encoded = encode_ct(model, prepared_input(sample))
+        channels = None
+        if model.focal is not None and sample.path is not None:  # cached beside the sample: computed once
+            from .focal_cache import read_channels
+
+            channels = read_channels(sample.path, model.config, sample.image)
+        encoded = encode_ct(model, prepared_input(sample), channels=channels)
         result = {"scores": analyzer.scores(encoded), "grounding": []}
         if heatmaps:
-            def heatmap_of(anatomy, finding):
-                heatmap = analyzer.finding_heatmap(encoded, anatomy, finding)
-                return np.where(heatmap.inside, heatmap.values, np.nan)
-
             result["grounding"] = ground_lesions(
                 sample, model.config.patch_zyx, lambda a: int(encoded.token_masks[a].sum()),
-                lambda a, f: a in encoded.embeddings and f in findings_for(a, finding_set), heatmap_of)
+                lambda a, f: a in encoded.embeddings and f in findings_for(a, finding_set),
+                lambda a, f: heatmap_of(encoded, a, f))
+        if map_peaks:
+            result["map_peaks"] = {a: {f: float(np.nanmax(heatmap_of(encoded, a, f))) for f in table}
+                                   for a, table in result["scores"].items()}
         return result
 
     return score

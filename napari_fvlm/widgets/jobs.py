@@ -66,8 +66,9 @@ class AnalysisResult:
 @dataclass(frozen=True)
 class ShownMap:
     """A heatmap as shown: its values on a grid whose world extent is exactly the CT's, so adding
-    it never widens napari's sliders. Same spacing as the heatmap (nearest token: values are the
-    model's own), zero where the heatmap does not reach. Exports use the heatmap itself."""
+    it never widens napari's sliders. About the heatmap's spacing, at most 3 mm (nearest sample:
+    values are the model's own), zero where the heatmap does not reach. Exports use the heatmap
+    itself."""
 
     name: str
     values: np.ndarray  # (z, y, x) float32
@@ -133,17 +134,24 @@ def run_analysis(request: AnalysisRequest, session: AnalysisSession, progress: P
     return AnalysisResult(request, analysed)
 
 
+MAX_SHOWN_SPACING_MM = 3.0  # coarser maps (40-48 mm tokens) are shown on a 3 mm grid: the masks cut them finely
+
+
 def shown_map(heatmap, ct: Volume, name: str | None = None, labels: Volume | None = None,
               group_set: str | None = None) -> ShownMap:
-    """``heatmap`` on a grid covering exactly the CT's field of view, at about its own spacing.
+    """``heatmap`` on a grid covering exactly the CT's field of view, at about its own spacing
+    (at most ``MAX_SHOWN_SPACING_MM``, never finer than the CT).
     With the CT's ``labels`` (TotalSegmentator ids) it is also confined to the map's anatomies as
-    the masks draw them at the CT's resolution: no shown value lies outside them."""
+    the masks draw them at the CT's resolution: a shown voxel keeps its value only if every CT
+    voxel whose centre it holds lies in them, so no shown value covers a voxel outside them."""
     from ..core.geometry import spacing_xyz
     from ..core.resample import grid_affine, resample
 
     shape_zyx = np.asarray(ct.array.shape, float)
-    extent_zyx = spacing_xyz(ct.affine)[::-1] * shape_zyx
-    _affine, counts = grid_affine(ct.affine, ct.array.shape, spacing_xyz(heatmap.affine)[::-1])
+    ct_spacing = spacing_xyz(ct.affine)[::-1]
+    extent_zyx = ct_spacing * shape_zyx
+    spacing = np.maximum(np.minimum(spacing_xyz(heatmap.affine)[::-1], MAX_SHOWN_SPACING_MM), ct_spacing)
+    _affine, counts = grid_affine(ct.affine, ct.array.shape, spacing)
     affine, shape = grid_affine(ct.affine, ct.array.shape, extent_zyx / np.asarray(counts, float))
     values = resample(np.asarray(heatmap.values, np.float32), heatmap.affine, affine, shape, order=0,
                       cval=0.0, output_dtype=np.float32)
@@ -151,9 +159,25 @@ def shown_map(heatmap, ct: Volume, name: str | None = None, labels: Volume | Non
         from ..core.anatomy.catalog import group_set as groups_of
 
         ids = sorted({c for g in groups_of(group_set) if g.name in heatmap.anatomies for c in g.class_ids})
-        shown_labels = resample(np.asarray(labels.array), labels.affine, affine, shape, order=0, cval=0)
-        values[~np.isin(shown_labels, ids)] = 0.0
+        if labels.array.shape == ct.array.shape and np.allclose(labels.affine, ct.affine, atol=1e-4):
+            inside = _every_voxel_inside(np.isin(np.asarray(labels.array), ids), shape)
+        else:  # masks on another grid: their nearest label at each shown voxel
+            inside = np.isin(resample(np.asarray(labels.array), labels.affine, affine, shape, order=0, cval=0), ids)
+        values[~inside] = 0.0
     return ShownMap(name or heatmap.name, values, affine, heatmap)
+
+
+def _every_voxel_inside(inside: np.ndarray, shape) -> np.ndarray:
+    """Per voxel of a grid spanning the same extent as ``inside``'s (same directions): whether every
+    fine voxel whose centre lies in it is inside; where the grid is finer, the nearest fine voxel."""
+    out = inside.astype(np.uint8)
+    for axis, (fine, coarse) in enumerate(zip(inside.shape, shape)):
+        if coarse <= fine:
+            owner = np.floor((np.arange(fine) + 0.5) * coarse / fine).astype(int)
+            out = np.minimum.reduceat(out, np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]), axis=axis)
+        else:
+            out = np.take(out, np.floor((np.arange(coarse) + 0.5) * fine / coarse).astype(int), axis=axis)
+    return out.astype(bool)
 
 
 def _shown(result: AnalysisResult, heatmap, name: str | None = None) -> ShownMap:

@@ -145,8 +145,15 @@ class PanelView(QWidget):
         self.table.set_scores(scores, calibrated)
         self.findings_box.setTitle(FINDINGS_TITLES[self.table.calibration_status])
 
-    def set_threshold_text(self, value: float) -> None:
-        self.threshold_label.setText(f"Heatmap ≥ {value:.2f}")
+    def set_threshold_text(self, value: float, from_map: bool = False) -> None:
+        self.threshold_label.setText(f"Heatmap ≥ {value:.2f}" + (" (the map's threshold)" if from_map else ""))
+
+    def show_map_threshold(self, value: float) -> None:
+        """Move the slider to a calibrated map's own threshold without re-thresholding the layers."""
+        self.threshold.blockSignals(True)
+        self.threshold.setValue(min(int(round(value * 100)), self.threshold.maximum()))
+        self.threshold.blockSignals(False)
+        self.set_threshold_text(value, from_map=True)
 
     def set_running(self, running: bool) -> None:
         """Analyze is disabled while a job runs; Cancel only then."""

@@ -258,8 +258,13 @@ class FvlmPanel(QWidget):
         self.view.say(f"'{grounding.text}' points to {grounding.peak_anatomy.replace('_', ' ')} (z = {z:.0f} mm).")
 
     def _show_map(self, shown, kind: str):
-        return self.wiring.show_heatmap(shown, kind, self.view.threshold.value() / 100,
-                                        self.view.query.keep_previous.isChecked())
+        """A calibrated map is shown from its own threshold (below it: dark); others from the slider."""
+        threshold = shown.heatmap.threshold
+        if threshold is None:
+            threshold = self.view.threshold.value() / 100
+        else:
+            self.view.show_map_threshold(threshold)
+        return self.wiring.show_heatmap(shown, kind, threshold, self.view.query.keep_previous.isChecked())
 
     # --- display --------------------------------------------------------------------------------
     def _on_threshold(self, value: int) -> None:

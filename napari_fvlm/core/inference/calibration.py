@@ -5,8 +5,15 @@ anatomy x finding where the validation data allowed and per finding otherwise, a
 ``p = sigmoid(slope * logit(raw) + intercept)`` (slope >= 0: monotone) and the threshold of the
 ROC point nearest (0, 1) on the raw scale. A map whose fitting rows the model did not separate
 (validation AUC below the file's ``min_auc``) never flags anything: its threshold would flag
-noise. Scores, table flags and heatmaps all go through the same `PlattMap`, so a map's value
-and a table row mean the same thing. A folder without the file is uncalibrated
+noise. Scores and table flags go through these maps.
+
+Heatmaps have their own maps (``maps`` in the file), fitted the same way on each validation
+map's **peak** (its highest raw value in the anatomy): a single place's probability is not on
+its anatomy's score scale (the anatomy pools many places), so the score's threshold would light
+up most maps of absent findings. A map value is then "the probability that the finding is
+present, were this place the map's peak", and a map's threshold is its ROC corner raised, when
+needed, until at most ``MAP_FALSE_POSITIVE`` of the validation maps of absent findings reach it:
+a hot spot is rare where nothing is. A folder without the file is uncalibrated
 (`read_calibration` returns None). numpy only: no torch, no Qt.
 """
 
@@ -30,6 +37,7 @@ VERSION = 1
 EPSILON = 1e-6  # raw probabilities are clipped to [EPSILON, 1 - EPSILON] before the logit
 LOGIT_LIMIT = math.log((1 - EPSILON) / EPSILON)
 FINGERPRINT_SAMPLES, FINGERPRINT_BLOCK = 16, 1 << 16
+MAP_FALSE_POSITIVE = 0.05  # at most this share of validation maps of absent findings reach a map's threshold
 
 
 def raw_logits(raw) -> np.ndarray:
@@ -133,6 +141,11 @@ class Calibration:
     model: str = ""
     weights_fingerprint: str | None = None
     fitted_on: dict = field(default_factory=dict)
+    maps: Calibration | None = None  # the heatmaps' own maps, fitted on validation map peaks
+
+    def for_maps(self) -> Calibration:
+        """The calibration heatmaps use: their own when fitted, else the scores' (older files)."""
+        return self.maps or self
 
     def lookup(self, anatomy: str, finding: str | None) -> PlattMap | None:
         """The map of (anatomy, finding), else of the finding; ``finding=None`` (a free-text
@@ -166,14 +179,20 @@ class Calibration:
                                bool(chosen.above(raw)), chosen.level, chosen.separates)
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "format": FORMAT, "version": VERSION, "method": "platt", "threshold_rule": "roc-corner",
             "min_auc": self.min_auc, "model": self.model, "weights_fingerprint": self.weights_fingerprint,
-            "fitted_on": self.fitted_on,
-            "findings": {f: m.to_dict() for f, m in sorted(self.findings.items())},
-            "pairs": {f"{a}/{f}": m.to_dict() for (a, f), m in sorted(self.pairs.items())},
-            "overall": self.overall.to_dict() if self.overall else None,
+            "fitted_on": self.fitted_on, **self._tables(),
         }
+        if self.maps is not None:
+            data["maps"] = {"fitted_on": "validation map peaks", "max_false_positive": MAP_FALSE_POSITIVE,
+                            **self.maps._tables()}
+        return data
+
+    def _tables(self) -> dict:
+        return {"findings": {f: m.to_dict() for f, m in sorted(self.findings.items())},
+                "pairs": {f"{a}/{f}": m.to_dict() for (a, f), m in sorted(self.pairs.items())},
+                "overall": self.overall.to_dict() if self.overall else None}
 
     @classmethod
     def from_dict(cls, data) -> Calibration:
@@ -185,26 +204,36 @@ class Calibration:
                                  f"napari-fvlm reads ({VERSION}); fit it again with `python -m training calibrate`")
         if data.get("method") != "platt" or data.get("threshold_rule") != "roc-corner":
             raise FvlmInputError("unknown calibration method or threshold rule (expected platt, roc-corner)")
-        findings, pairs, min_auc = data.get("findings"), data.get("pairs"), data.get("min_auc", 0.0)
-        if not isinstance(findings, dict) or not isinstance(pairs, dict):
-            raise FvlmInputError("\"findings\" and \"pairs\" must be objects")
+        min_auc = data.get("min_auc", 0.0)
         if not (_is_number(min_auc) and 0.0 <= min_auc <= 1.0):
             raise FvlmInputError("\"min_auc\" must be a number in [0, 1]")
-        parsed_pairs = {}
-        for key, value in pairs.items():
-            anatomy, sep, finding = key.partition("/")
-            if not sep or not anatomy or not finding:
-                raise FvlmInputError(f"pair key {key!r} is not \"anatomy/finding\"")
-            parsed_pairs[anatomy, finding] = PlattMap.from_dict(value, "anatomy", f"pair {key!r}", min_auc)
-        overall = data.get("overall")
         fitted_on = data.get("fitted_on", {})
         fingerprint = data.get("weights_fingerprint")
         if not isinstance(fitted_on, dict) or not (fingerprint is None or isinstance(fingerprint, str)):
             raise FvlmInputError("\"fitted_on\" must be an object and \"weights_fingerprint\" a string")
-        return cls(parsed_pairs,
-                   {f: PlattMap.from_dict(v, "finding", f"finding {f!r}", min_auc) for f, v in findings.items()},
-                   None if overall is None else PlattMap.from_dict(overall, "overall", "\"overall\"", min_auc),
-                   float(min_auc), str(data.get("model", "")), fingerprint, fitted_on)
+        maps = data.get("maps")
+        if maps is not None and not isinstance(maps, dict):
+            raise FvlmInputError("\"maps\" must be an object")
+        return cls(*_parse_tables(data, float(min_auc), ""), float(min_auc), str(data.get("model", "")),
+                   fingerprint, fitted_on,
+                   None if maps is None else cls(*_parse_tables(maps, float(min_auc), "maps: "), float(min_auc)))
+
+
+def _parse_tables(data: dict, min_auc: float, where: str) -> tuple[dict, dict, PlattMap | None]:
+    """(pairs, findings, overall) of a file's (or its "maps" part's) tables, validated."""
+    findings, pairs = data.get("findings"), data.get("pairs")
+    if not isinstance(findings, dict) or not isinstance(pairs, dict):
+        raise FvlmInputError(f"{where}\"findings\" and \"pairs\" must be objects")
+    parsed_pairs = {}
+    for key, value in pairs.items():
+        anatomy, sep, finding = key.partition("/")
+        if not sep or not anatomy or not finding:
+            raise FvlmInputError(f"{where}pair key {key!r} is not \"anatomy/finding\"")
+        parsed_pairs[anatomy, finding] = PlattMap.from_dict(value, "anatomy", f"{where}pair {key!r}", min_auc)
+    overall = data.get("overall")
+    return (parsed_pairs,
+            {f: PlattMap.from_dict(v, "finding", f"{where}finding {f!r}", min_auc) for f, v in findings.items()},
+            None if overall is None else PlattMap.from_dict(overall, "overall", f"{where}\"overall\"", min_auc))
 
 
 def weights_fingerprint(model_dir: str | Path) -> str | None:

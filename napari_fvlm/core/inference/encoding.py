@@ -48,10 +48,9 @@ class FineVoxels:
     affine: np.ndarray  # input voxel (i, j, k) -> RAS mm
     shape: tuple[int, int, int]  # the input grid (Z, Y, X)
     index: np.ndarray  # (M,) flat indices of the voxels into that grid
-    token: np.ndarray  # (M,) each voxel's token (the nearest one for the remainder no token covers)
     features: torch.Tensor  # (M, F) focal features
     masks: dict[str, np.ndarray]  # anatomy -> (M,) bool
-    values: torch.Tensor  # (N, width) the value path of every token (pooling.value_tokens)
+    pooled: dict[str, torch.Tensor] = field(default_factory=dict)  # anatomy -> (width,) attention-pooled tokens
     parts: dict = field(default_factory=dict)  # anatomy -> its text-independent parts (grounding.py)
 
 
@@ -99,8 +98,9 @@ def _encode_tokens(model: FvlmModel, image: np.ndarray, cancel, progress) -> tup
 
 
 def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None = None,
-              cancel: threading.Event | None = None) -> EncodedCT:
-    """Tokens, token masks and anatomy embeddings of a prepared CT."""
+              cancel: threading.Event | None = None, channels: np.ndarray | None = None) -> EncodedCT:
+    """Tokens, token masks and anatomy embeddings of a prepared CT; ``channels``: the focal
+    model's input channels when already computed (`filters.model_channels` of the image)."""
     config = model.config
     start = time.perf_counter()
     if progress is not None:
@@ -112,14 +112,16 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
         masks = {name: m for name, m in masks.items() if m.any()}
         if not masks:
             raise FvlmInputError("The anatomies are too small to cover a single model token.")
-        focal, fine = _focal(model, prepared, list(masks), grid) if model.focal is not None else (None, None)
-        embeddings, valid = model.pool(levels, grid, {k: v[None].to(model.device) for k, v in masks.items()}, focal)
+        focal, fine = _focal(model, prepared, list(masks), channels) if model.focal is not None else (None, None)
+        pooled, valid = model.pooling.attention_pooled(levels, grid, {k: v[None].to(model.device)
+                                                                      for k, v in masks.items()})
+        embeddings = model.pooling.project(pooled, valid, focal)
         kept = {name: emb[0].float() for name, emb in embeddings.items() if bool(valid[name][0])}
         values = model.pooling.value_tokens(levels)
         dense = {name: model.pooling.project_dense(values, name, None if focal is None else focal[name])[0].float()
                  for name in kept}
         if fine is not None:
-            fine.values = values[0].float()
+            fine.pooled = {name: pooled[name][0].float() for name in kept}
     absent = list(prepared.absent) + [name for name in prepared.masks if name not in kept]
     return EncodedCT(levels=levels, grid=grid, token_affine=token_grid_affine(prepared.affine, config.patch_zyx),
                      token_masks={k: v.cpu().numpy() for k, v in masks.items() if k in kept},
@@ -127,19 +129,21 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
                      timing_s={"encode": time.perf_counter() - start}, fine=fine)
 
 
-def _focal(model: FvlmModel, prepared: ModelInput, names: list[str], grid) -> tuple[dict, FineVoxels]:
+def _focal(model: FvlmModel, prepared: ModelInput, names: list[str], channels=None) -> tuple[dict, FineVoxels]:
     """Pooled focal features {anatomy: (1, P)} and the per-voxel features for fine heatmaps."""
     from ..model.focal import focal_inputs
     from .filters import model_channels
 
-    channels = torch.from_numpy(model_channels(prepared.image, model.config))
+    if channels is None:
+        channels = model_channels(prepared.image, model.config)
+    elif tuple(channels.shape[1:]) != tuple(prepared.image.shape):
+        raise ValueError(f"focal channels {channels.shape} do not match the image {prepared.image.shape}")
+    channels = torch.from_numpy(channels)
     stacked = torch.from_numpy(np.stack([prepared.masks[n] for n in names]))
     voxels, inside_masks = focal_inputs(channels, stacked)
     features = model.focal.voxel_features(voxels.to(model.device))
     pooled = model.focal([(voxels, inside_masks)])
     index = np.flatnonzero(stacked.flatten(1).any(dim=0).numpy())
-    zyx = np.stack(np.unravel_index(index, prepared.image.shape), axis=1) // np.asarray(model.config.patch_zyx)
-    token = np.ravel_multi_index(tuple(np.minimum(zyx, np.asarray(grid) - 1).T), grid)
-    fine = FineVoxels(np.asarray(prepared.affine, float), tuple(prepared.image.shape), index, token,
-                      features.float(), {n: inside_masks[i].numpy() for i, n in enumerate(names)}, None)
+    fine = FineVoxels(np.asarray(prepared.affine, float), tuple(prepared.image.shape), index,
+                      features.float(), {n: inside_masks[i].numpy() for i, n in enumerate(names)})
     return {n: pooled[:, i] for i, n in enumerate(names)}, fine

@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -92,14 +93,37 @@ def findings_document(analysis: Analysis, heatmap_files: dict[str, dict], model_
     }
 
 
-def check_out_dir(out: Path) -> None:
+def check_out_dir(out: Path, outputs=OUTPUT_NAMES) -> None:
+    """Refuse a file, or a folder holding anything but ``outputs`` (an earlier output is replaced)."""
     if out.exists() and not out.is_dir():
         raise FvlmInputError(f"{out} exists and is a file; give a folder for the results.")
     if out.is_dir():
-        foreign = [p.name for p in out.iterdir() if p.name not in OUTPUT_NAMES]
+        foreign = [p.name for p in out.iterdir() if p.name not in outputs]
         if foreign:
             raise FvlmInputError(f"{out} holds other files ({', '.join(sorted(foreign)[:3])}); "
                                  "give an empty or new folder so nothing of yours is overwritten.")
+
+
+@contextmanager
+def staged_output(out: str | Path, outputs=OUTPUT_NAMES):
+    """A temporary sibling folder to fill; it replaces ``out`` whole when the block ends without an
+    error, and is removed otherwise (so no half output is ever left)."""
+    out = Path(out)
+    check_out_dir(out, outputs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
 
 
 def write_analysis(out: str | Path, ct: Volume, analysis: Analysis, heatmaps: dict[str, tuple[Heatmap, dict]],
@@ -109,10 +133,7 @@ def write_analysis(out: str | Path, ct: Volume, analysis: Analysis, heatmaps: di
     ``heatmaps`` maps a key ("query:<i>" or any finding key) to (heatmap, description fields).
     """
     out = Path(out)
-    check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output(out) as staging:
         (staging / "heatmaps").mkdir()
         files: dict[str, dict] = {}
         for key, (heatmap, info) in heatmaps.items():
@@ -126,14 +147,4 @@ def write_analysis(out: str | Path, ct: Volume, analysis: Analysis, heatmaps: di
         document = findings_document(analysis, files, model_info, ct, extra)
         (staging / "findings.json").write_text(json.dumps(document, indent=2))
         (staging / "findings.csv").write_bytes(findings_csv(analysis).encode())
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
-        else:
-            staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return out

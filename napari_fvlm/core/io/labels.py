@@ -112,14 +112,25 @@ SIDECAR_NAMES = ("{stem}.labels.json", "labels.json")  # beside the mask file, t
 
 
 def sidecar_path(path) -> Path | None:
-    """The label-names file beside a mask file (``<name>.labels.json``, else ``labels.json``), or None."""
+    """The label-names file beside a mask file (``<name>.labels.json``, else ``labels.json``), or None.
+    A ``labels.json`` written by `fvlm phantom` describes the phantom's findings, not label names:
+    it is no sidecar (the phantom's masks carry TotalSegmentator ids)."""
     path = Path(path)
     stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
     for pattern in SIDECAR_NAMES:
         candidate = path.with_name(pattern.format(stem=stem))
-        if candidate.is_file():
+        if candidate.is_file() and not _is_phantom_description(candidate):
             return candidate
     return None
+
+
+def _is_phantom_description(path: Path) -> bool:
+    """True for the labels.json of `fvlm phantom` (core/phantom/io.py: "findings", "anatomy_labels")."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # label_names_from_json says what is wrong with it
+    return isinstance(content, dict) and {"findings", "anatomy_labels"} <= content.keys()
 
 
 def label_names_from_json(path) -> dict[int, str]:

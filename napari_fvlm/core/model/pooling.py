@@ -100,6 +100,14 @@ class AnatomyPooling(nn.Module):
         An anatomy without tokens in a sample gets valid False and a zero embedding there.
         ``focal``: {anatomy: (B, P)} pooled focal features, required when the model has them.
         """
+        pooled, flags = self.attention_pooled(levels, grid, token_masks)
+        return self.project(pooled, flags, focal), flags
+
+    def attention_pooled(self, levels: list[torch.Tensor], grid: tuple[int, int, int],
+                         token_masks: dict[str, torch.Tensor]
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The attention-pooled token vectors {anatomy: (B, width)} before the projection, and
+        the valid flags {anatomy: (B,) bool}."""
         if not token_masks:
             return {}, {}
         batch, tokens_per_level, _ = levels[0].shape
@@ -114,8 +122,6 @@ class AnatomyPooling(nn.Module):
                     "(batch, token grid); build it with token_mask() from a mask of the encoded input."
                 )
             masks.append(mask.reshape(batch, tokens_per_level).bool())
-        if self.focal_size and (focal is None or not set(token_masks) <= set(focal)):
-            raise ValueError("This model has a focal branch: pass each anatomy's pooled focal features.")
         allowed = torch.stack(masks, dim=1)  # (B, A, N)
         valid = allowed.any(dim=-1)  # (B, A)
         # Rows with no token would give NaN from softmax; let them see everything, then discard.
@@ -123,15 +129,22 @@ class AnatomyPooling(nn.Module):
         tokens = torch.cat(levels, dim=1)  # (B, L*N, C), level-major like the mask repeat below
         allowed = allowed.repeat(1, 1, len(levels))
         pooled = self.attn(self.queries[indices], tokens, allowed)  # (B, A, C)
-        embeddings, flags = {}, {}
-        for slot, (name, index) in enumerate(zip(names, indices)):
-            joined = pooled[:, slot]
+        return ({name: pooled[:, slot] for slot, name in enumerate(names)},
+                {name: valid[:, slot] for slot, name in enumerate(names)})
+
+    def project(self, pooled: dict[str, torch.Tensor], flags: dict[str, torch.Tensor],
+                focal: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """L2-normalised embeddings {anatomy: (B, D)} of `attention_pooled` vectors joined to the
+        pooled focal features (zero where an anatomy has no token)."""
+        if self.focal_size and (focal is None or not set(pooled) <= set(focal)):
+            raise ValueError("This model has a focal branch: pass each anatomy's pooled focal features.")
+        embeddings = {}
+        for name, joined in pooled.items():
             if self.focal_size:
                 joined = torch.cat([joined, focal[name].to(joined.dtype)], dim=-1)
-            embedding = F.normalize(self.projections[index](joined).float(), dim=-1)
-            embeddings[name] = embedding * valid[:, slot, None]
-            flags[name] = valid[:, slot]
-        return embeddings, flags
+            embedding = F.normalize(self.projections[self.anatomy_index(name)](joined).float(), dim=-1)
+            embeddings[name] = embedding * flags[name][:, None]
+        return embeddings
 
     def dense_embeddings(self, levels: list[torch.Tensor], anatomy: str,
                          focal: torch.Tensor | None = None) -> torch.Tensor:
