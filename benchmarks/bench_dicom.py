@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from napari_fvlm.core.io.dicom import read_dicom_series
 from benchmarks.timing import verdict
+from napari_fvlm.core.io.dicom import read_dicom_series
 from tests.dicom_fixtures import SeriesGeometry, write_ct_series
 
 TARGET_RATIO = 1.5

@@ -66,7 +66,6 @@ def _fvlm_b_child(mode: str) -> None:
     """Run in a child process: time one analysis mode and report its peak memory."""
     import resource
 
-    import numpy as np
     import torch
 
     from benchmarks.chest_ct import chest_ct

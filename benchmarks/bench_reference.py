@@ -63,7 +63,13 @@ def _baseline_scores(model, ct, labels) -> dict:
     from napari_fvlm.core.inference.findings import findings_for
     from napari_fvlm.core.inference.preprocess import window
     from napari_fvlm.core.inference.reference_protocol import (
-        MARGIN_BEFORE, ORGANS, _centre_crop, resize_box, resized_organs, target_shape)
+        MARGIN_BEFORE,
+        ORGANS,
+        _centre_crop,
+        resize_box,
+        resized_organs,
+        target_shape,
+    )
     from napari_fvlm.core.model.pooling import token_mask
     from napari_fvlm.core.model.vision import interpolate_position_embedding
 
@@ -177,7 +183,8 @@ def main() -> None:
         change = _largest_change(ours["scores"], baseline["scores"])
         ratio = baseline["seconds"] / ours["seconds"]
         print(f"(reference protocol, fvlm-b, 512x512x300: ours {ours['seconds']:.1f}s, peak "
-              f"{ours['peak_gb']:.2f} GB; per-organ loop {baseline['seconds']:.1f}s, peak {baseline['peak_gb']:.2f} GB; "
+              f"{ours['peak_gb']:.2f} GB; per-organ loop {baseline['seconds']:.1f}s, "
+              f"peak {baseline['peak_gb']:.2f} GB; "
               f"largest probability difference {change:.1e})")
         print(f"reference protocol vs per-organ loop, float32: {ratio:.1f}x (target >= 1.5) "
               f"{verdict(ratio >= 1.5 and change <= 1e-4)}")

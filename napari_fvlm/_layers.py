@@ -1,7 +1,7 @@
 """Volumes <-> napari layer data, keeping the original geometry beside the display geometry.
 
 A layer made here carries, in ``metadata``, the canonical affine (``fvlm_affine``), the file's own
-affine (``affine_ras``, as read) and the `SourceInfo` needed to write it back exactly.
+affine (``fvlm_affine_ras``, as read) and the `SourceInfo` needed to write it back exactly.
 """
 
 from __future__ import annotations
@@ -10,13 +10,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.geometry import display_scale_translate
+from .core.geometry import display_affine, display_scale_translate
 from .core.io.hu import intensity_window
+from .core.io.labels import present_values
 from .core.volume import Volume
 from .core.windows import DEFAULT_WINDOW, contrast_limits
 
-AFFINE_KEY = "fvlm_affine"
-SOURCE_KEY = "fvlm_source"
+# Layer metadata written by this plugin: every key starts with the plugin's prefix.
+METADATA_PREFIX = "fvlm_"
+AFFINE_KEY = METADATA_PREFIX + "affine"  # the canonical voxel-to-RAS affine of the layer's array
+SOURCE_KEY = METADATA_PREFIX + "source"  # the `SourceInfo` that writes the array back in its file's geometry
+FILE_AFFINE_KEY = METADATA_PREFIX + "affine_ras"  # the file's own affine, as read
+SOURCE_PATH_KEY = METADATA_PREFIX + "source_path"
+DICOM_SERIES_KEY = METADATA_PREFIX + "dicom_series"  # the series shown and the folder's others
+HEATMAP_KEY = METADATA_PREFIX + "heatmap"  # "finding" or "query" on the heatmap layers the panel makes
+LABEL_COLORMAP_KEY = METADATA_PREFIX + "label_colormap"  # a Labels layer's colours before anatomies were hidden
 
 
 def layer_name(path) -> str:
@@ -31,8 +39,8 @@ def _geometry_kwargs(volume: Volume) -> dict:
     scale, translate = display_scale_translate(volume.affine)
     metadata = {AFFINE_KEY: volume.affine.copy(), SOURCE_KEY: volume.source}
     if volume.source is not None:
-        metadata["affine_ras"] = np.asarray(volume.source.affine).copy()
-        metadata["source_path"] = volume.source.path
+        metadata[FILE_AFFINE_KEY] = np.asarray(volume.source.affine).copy()
+        metadata[SOURCE_PATH_KEY] = volume.source.path
     return {"scale": tuple(scale), "translate": tuple(translate), "metadata": metadata}
 
 
@@ -57,10 +65,7 @@ def layer_volume(data: np.ndarray, attributes: dict, is_labels: bool = False) ->
     affine = metadata.get(AFFINE_KEY)
     if affine is None:  # a layer that did not come from our reader: its scale/translate are LPS mm
         scale = np.asarray(attributes.get("scale", (1, 1, 1)), float)[-3:]
-        translate = np.asarray(attributes.get("translate", (0, 0, 0)), float)[-3:]
-        affine = np.eye(4)
-        affine[:3, :3] = np.diag([-scale[2], -scale[1], scale[0]])
-        affine[:3, 3] = [-translate[2], -translate[1], translate[0]]
+        affine = display_affine(scale, np.asarray(attributes.get("translate", (0, 0, 0)), float)[-3:])
     data = np.asarray(data)
     labels = _label_names(data, attributes.get("features")) if is_labels else None
     return Volume(data, np.asarray(affine, float), metadata.get(SOURCE_KEY), labels)
@@ -71,5 +76,4 @@ def _label_names(data: np.ndarray, features) -> dict[int, str]:
     names: dict[int, str] = {}
     if features is not None and "index" in features and "name" in features:
         names = {int(i): str(n) for i, n in zip(features["index"], features["name"])}
-    present = np.flatnonzero(np.bincount(data.ravel().astype(np.int64, copy=False)))
-    return {int(i): names.get(int(i), f"label {int(i)}") for i in present if i != 0}
+    return {int(i): names.get(int(i), f"label {int(i)}") for i in present_values(data)}

@@ -10,21 +10,14 @@ import os
 import warnings
 from pathlib import Path
 
+from ._layers import DICOM_SERIES_KEY, layer_name, volume_layer_data
 from .core.errors import FvlmInputError
 from .core.io.nifti import is_nifti_path
-from ._layers import layer_name, volume_layer_data
+from .core.io.read import is_dicom_file, read_volume
 
 PLUGIN = "napari-fvlm"
 READER_PATTERNS = ("*.nii", "*.nii.gz", "*.dcm")  # as in napari.yaml; folders are claimed when DICOM
 MAX_SERIES_ACTIONS = 3  # buttons on the notification that opens another series of the folder
-
-
-def _is_dicom_file(path: str, any_name: bool = False) -> bool:
-    """A DICOM file: named *.dcm (what the reader claims), or of any name when ``any_name``."""
-    from .core.io.dicom_files import has_dicm_preamble
-
-    named = any_name or path.lower().endswith(".dcm")
-    return named and not is_nifti_path(path) and os.path.isfile(path) and has_dicm_preamble(Path(path))
 
 
 def get_reader(path):
@@ -34,7 +27,7 @@ def get_reader(path):
             return None
         path = path[0]
     path = str(path)
-    if is_nifti_path(path) or _is_dicom_file(path):
+    if is_nifti_path(path) or is_dicom_file(path):
         return read_volume_layers
     if os.path.isdir(path):
         from .core.io.dicom import is_dicom_folder
@@ -60,7 +53,7 @@ def read_volume_layers(path, series_uid: str | None = None) -> list[tuple]:
     data, kwargs, kind = volume_layer_data(volume, name)
     note = details.get("note", "")
     if dicom:
-        kwargs["metadata"]["dicom_series"] = {
+        kwargs["metadata"][DICOM_SERIES_KEY] = {
             "series_uid": details["series_uid"], "description": details["description"], "folder": volume.source.path,
             "other_series": [info.label() for info in details["other_series"]]}
     if note:
@@ -74,31 +67,6 @@ def read_volume_layers(path, series_uid: str | None = None) -> list[tuple]:
         elif str(warning.message) != note:
             _notify(str(warning.message))
     return [(data, kwargs, kind)]
-
-
-def read_volume(path, series_uid: str | None = None):
-    """The core reader for a NIfTI file, a DICOM folder or a DICOM file (also used by the CLI).
-
-    Refuses a single slice (not a CT volume); an image that is not CT in HU is read with the reason
-    in ``source.details["not_ct"]``.
-    """
-    from .core.io.hu import not_ct_reason
-
-    if os.path.isdir(path) or _is_dicom_file(path, any_name=True):
-        from .core.io.dicom import read_dicom_series
-        volume = read_dicom_series(path, series_uid)
-    else:
-        from .core.io.nifti import read_nifti
-        volume = read_nifti(path)
-    if volume.is_labels:
-        return volume
-    if 1 in volume.shape:
-        size = " x ".join(str(n) for n in volume.shape if n != 1) or "1 x 1"
-        raise FvlmInputError(f"{Path(path).name}: a single {size} slice, not a CT volume; open the "
-                             f"whole series (its folder, or a file of it beside the others).")
-    if volume.source is not None:
-        volume.source.details["not_ct"] = not_ct_reason(volume.array)
-    return volume
 
 
 def _dicom_layer_name(volume) -> str:
@@ -161,5 +129,5 @@ def prefer_this_reader() -> list[str]:
     missing = reader_patterns_without_preference()
     if missing:
         settings = get_settings().plugins
-        settings.extension2reader = {**settings.extension2reader, **{p: PLUGIN for p in missing}}
+        settings.extension2reader = {**settings.extension2reader, **dict.fromkeys(missing, PLUGIN)}
     return missing

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._layers import layer_volume
 from .core.errors import FvlmInputError
 from .core.io.nifti import write_nifti
-from ._layers import layer_volume
 
 
 def write_image(path: str, data, attributes: dict) -> list[str]:

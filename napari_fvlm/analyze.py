@@ -1,4 +1,5 @@
-"""`fvlm analyze`: a CT (+ masks) -> findings.json and heatmaps, with the interactive engine's code."""
+"""`fvlm analyze`: a CT (+ masks) -> findings.json, findings.csv and heatmaps, through the same
+analysis session as the napari panel (core/inference/session.py)."""
 
 from __future__ import annotations
 
@@ -6,55 +7,6 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from .core.errors import FvlmInputError
-
-FINDING_HEATMAP_THRESHOLD = 0.5
-
-
-def masks_for(ct, masks: str | None, device: str, progress=None, fast: bool = True):
-    """Anatomy labels on the CT grid from a mask file/folder, or TotalSegmentator when none is given
-    (``fast``: its 3 mm `total` model, else the full-resolution one)."""
-    if masks:
-        from .core.anatomy.providers import MaskFileProvider
-        return MaskFileProvider(masks).segment(ct, progress=progress)
-    from .core.anatomy.totalseg import TotalSegmentatorProvider
-    return TotalSegmentatorProvider(fast=fast, device=device).segment(ct, progress=progress)
-
-
-def model_totalseg_fast(model: str | None) -> bool:
-    """The TotalSegmentator mode a model was trained with, read from its config (no torch)."""
-    from .core.inference.models import resolve_model_source
-    from .core.model.config import read_checkpoint_config
-
-    return read_checkpoint_config(resolve_model_source(model))[0].totalseg_fast
-
-
-def heatmap_info(analysis, anatomy: str, finding: str) -> dict:
-    """What findings.json says about a finding's heatmap: raw and (when calibrated) calibrated values."""
-    info = {"finding": finding, "anatomy": anatomy, "probability": analysis.scores[anatomy][finding]}
-    scored = analysis.calibrated.get(anatomy, {}).get(finding)
-    if scored is not None:
-        info.update(calibrated_probability=round(scored.probability, 6), above_threshold=scored.above)
-    return info
-
-
-def top_finding_heatmaps(analyzer, encoded, analysis, threshold: float = FINDING_HEATMAP_THRESHOLD):
-    """For each flagged finding, the map in the anatomy where it is most likely. Flagged: above
-    its calibrated threshold; for an uncalibrated model, a raw probability of at least ``threshold``."""
-    best: dict[str, tuple[str, float]] = {}
-    for anatomy, findings in analysis.scores.items():
-        for finding, raw in findings.items():
-            if analysis.calibration is not None:
-                scored = analysis.calibrated.get(anatomy, {}).get(finding)
-                flagged, strength = (scored.above, scored.probability) if scored else (False, 0.0)
-            else:
-                flagged, strength = raw >= threshold, raw
-            if flagged and strength > best.get(finding, ("", -1.0))[1]:
-                best[finding] = (anatomy, strength)
-    return {f"finding:{finding}": (analyzer.finding_heatmap(encoded, anatomy, finding),
-                                   heatmap_info(analysis, anatomy, finding))
-            for finding, (anatomy, _strength) in sorted(best.items())}
 
 
 def summary_line(analysis) -> str:
@@ -76,10 +28,10 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
     """The whole command; returns the findings document. Raises FvlmInputError for bad input.
     ``protocol`` overrides the model config's inference protocol ("reference" or "single-pass");
     ``dicom_out``: a folder for DICOM SEG and SR results (a CT read from DICOM only)."""
-    from ._reader import read_volume
-    from .core.inference.export import check_out_dir, write_analysis
+    from .core.inference.export import check_out_dir
     from .core.inference.grounding import check_query
-    from .core.inference.models import load_analyzer, pick_device
+    from .core.inference.models import pick_device
+    from .core.inference.session import AnalysisSession, AnatomySource, export_findings, model_totalseg_fast, read_ct
 
     start = time.perf_counter()
     queries = [check_query(q) for q in queries]
@@ -88,36 +40,31 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
         from .core.dicom_export.write import DICOM_OUTPUTS
         check_out_dir(Path(dicom_out), DICOM_OUTPUTS)
     device = pick_device(device)
+    session, anatomy = AnalysisSession(), AnatomySource.from_masks(masks)
     pool = ThreadPoolExecutor(max_workers=1)  # the model loads while the CT and masks are read
-    loading = pool.submit(load_analyzer, model, device)
+    loading = pool.submit(session.models.get, model, device, protocol)
     try:
-        ct = read_volume(ct_path)
-        if ct.is_labels:
-            raise FvlmInputError(f"{ct_path} holds labels, not a CT image; pass it with --masks.")
+        ct = read_ct(ct_path, warn=lambda message: log(f"warning: {message}"))
         if dicom_out:
             from .core.dicom_export.series import require_dicom_ct
             require_dicom_ct(ct)
-        if ct.source is not None and ct.source.details.get("not_ct"):
-            log(f"warning: {ct_path} does not look like a CT in Hounsfield units: {ct.source.details['not_ct']}; "
-                f"the scores assume a CT.")
-        labels = masks_for(ct, masks, device, fast=True if masks else model_totalseg_fast(model))
+        labels = session.masks(ct, anatomy, device, fast=masks is not None or model_totalseg_fast(model))
         analyzer = loading.result()
     finally:
         pool.shutdown(wait=False)  # a bad CT is reported at once, not after the model has loaded
-    if protocol is not None:
-        analyzer.protocol = protocol
-    net = analyzer.model
-    encoded, analysis = analyzer.analyze(ct, labels, queries)
-    heatmaps = {f"query:{i}": (g.heatmap, {"query": g.text}) for i, g in enumerate(analysis.queries)}
-    heatmaps.update(top_finding_heatmaps(analyzer, encoded, analysis))
-    analysis.timing_s["total"] = time.perf_counter() - start
-    model_info = {"name": net.config.name, "source": str(model or "demo"), "config": net.config.to_dict()}
-    model_info["protocol"] = analyzer.protocol
-    write_analysis(out, ct, analysis, heatmaps, model_info, {"masks": {"source": masks or "TotalSegmentator"}})
+    analysed = session.analyse(ct, labels, anatomy, analyzer, model, queries)
+    total = {"total": time.perf_counter() - start}
+    export_findings(out, analysed, timing_s=total)
     if dicom_out:
         from .core.dicom_export.write import write_analysis_dicom
-        written = write_analysis_dicom(dicom_out, ct, labels, analysis, net.config, heatmaps, FINDING_HEATMAP_THRESHOLD)
+        from .core.inference.session import FINDING_HEATMAP_THRESHOLD, export_maps
+
+        maps = export_maps(analysed, analysed.analysis)
+        written = write_analysis_dicom(dicom_out, ct, labels, analysed.analysis, analyzer.config, maps,
+                                       FINDING_HEATMAP_THRESHOLD)
         log(f"DICOM results written to {dicom_out}: {', '.join(p.name for p in written)}")
-    log(f"analysis of {ct_path} written to {out} ({len(analysis.scores)} anatomies, "
-        f"{len(heatmaps)} heatmaps, {analysis.timing_s['total']:.1f}s); {summary_line(analysis)}")
-    return json.loads((Path(out) / "findings.json").read_text())
+    document = json.loads((Path(out) / "findings.json").read_text())
+    log(f"analysis of {ct_path} written to {out} ({len(analysed.analysis.scores)} anatomies, "
+        f"{len(document['queries']) + len(document['heatmaps'])} heatmaps, {total['total']:.1f}s); "
+        f"{summary_line(analysed.analysis)}")
+    return document

@@ -1,6 +1,7 @@
 """The `fvlm` command: phantom, demo, analyze, report, compare, convert-official.
 
-Every refusal is one line on stderr and a non-zero exit status; no tracebacks for bad input.
+Every refusal is one line on stderr and exit status 2; no tracebacks for bad input. A step that
+failed on its own (TotalSegmentator's worker) exits with status 1 and what that step printed.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import logging
 import os
 import sys
 
-from .core.errors import FvlmInputError
+from .core.errors import FvlmInputError, FvlmRuntimeError, ProcessOutput
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 # Commands that end with every output written and closed, and no window: their process may skip
 # the interpreter's teardown of torch and transformers (1-2 s of freeing modules, on every run).
@@ -144,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except FvlmInputError as err:
         print(f"fvlm {args.command}: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except FvlmRuntimeError as err:  # not the input's fault: what failed, and its own output
+        cause = f"\n{err.__cause__}" if isinstance(err.__cause__, ProcessOutput) else ""
+        print(f"fvlm {args.command}: {err}{cause}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"fvlm {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -37,7 +37,8 @@ def main() -> None:
     parser.add_argument("--evaluation", required=True, help="the model's evaluation.json (held-out AUCs)")
     args = parser.parse_args()
     start, stop = (int(v) for v in args.seeds.split(":"))
-    aucs = {name: m["auc"] for name, m in json.load(open(args.evaluation))["study"]["labels"].items()}
+    with open(args.evaluation) as handle:
+        aucs = {name: m["auc"] for name, m in json.load(handle)["study"]["labels"].items()}
     separated = {name for name, auc in aucs.items() if auc is not None and auc >= 0.9}
     analyzer = load_analyzer(args.model)
     calibration = analyzer.calibration

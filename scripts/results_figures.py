@@ -21,14 +21,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from dicom_fixtures import SeriesGeometry, write_phantom_series  # noqa: E402
-
 from napari_fvlm.analyze import run_analyze  # noqa: E402
 from napari_fvlm.core.io.dicom import read_dicom_series  # noqa: E402
 from napari_fvlm.core.io.nifti import write_nifti  # noqa: E402
 from napari_fvlm.core.phantom import generate_phantom  # noqa: E402
 from napari_fvlm.core.report.compare import corresponding_point  # noqa: E402
 from napari_fvlm.reporting import run_compare, run_report  # noqa: E402
+
+from dicom_fixtures import SeriesGeometry, write_phantom_series  # noqa: E402
 
 SEED, BASE, ADDED = 7, ["lung nodule:right"], ["cardiomegaly"]
 
@@ -80,7 +80,7 @@ def seg_figure(case, out: Path) -> None:
     show_ct(axes[0], hu, f"source slice {k} (file {ct_paths[k].name})")
     show_ct(axes[1], hu, "anatomy SEG (BINARY) read back by highdicom")
     colours = plt.cm.tab20(np.linspace(0, 1, len(names)))
-    for s, name in enumerate(names):
+    for s in range(len(names)):
         if anatomy[k, ..., s].any():
             axes[1].contour(anatomy[k, ..., s], levels=[0.5], colors=[colours[s]], linewidths=0.8)
     card = next(i for i, m in enumerate(maps) if m.startswith("cardiomegaly"))

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from totalseg_standin import empty_totalseg_home, standin_totalseg_home  # noqa: F401  (shared fixtures)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -17,3 +19,28 @@ def notifications():
     notification_manager.notification_ready.connect(seen.append)
     yield seen
     notification_manager.notification_ready.disconnect(seen.append)
+
+
+@pytest.fixture(scope="session")
+def synthetic_case(tmp_path_factory):
+    """The synthetic CT and masks as NIfTI files and a random `demo` model folder, written once per
+    run for every module that only reads them: (folder, model folder)."""
+    from engine_fixtures import write_synthetic_case
+
+    return write_synthetic_case(tmp_path_factory.mktemp("synthetic_case"))
+
+
+@pytest.fixture(scope="session")
+def random_demo_model(synthetic_case) -> str:
+    """The random `demo` model folder of `synthetic_case` (tests must not change it)."""
+    return synthetic_case[1]
+
+
+GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that opens a viewer or drives Qt is a `gui` test (`-m "not gui"` runs without X)."""
+    for item in items:
+        if GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)

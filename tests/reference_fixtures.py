@@ -36,13 +36,7 @@ TEXT_CONFIG = {
     "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
     "pad_token_id": 0, "initializer_range": 0.02, "position_embedding_type": "absolute",
 }
-WORDS = (
-    "not no . - , emphysema atelectatic atelectasis nodule lung opacity pulmonary fibrotic sequela pleural "
-    "effusion mosaic attenuation pattern peribronchial thickening consolidation bronchiectasis "
-    "interlobular septal cardiomegaly pericardial coronary artery wall calcification hiatal hernia "
-    "arterial ground glass liver lesion heart aorta esophagus shows significant abnormalities in the "
-    "left right lower upper lobe of a"
-).split()
+WORDS = ["not", "no", ".", "-", ",", "emphysema", "atelectatic", "atelectasis", "nodule", "lung", "opacity", "pulmonary", "fibrotic", "sequela", "pleural", "effusion", "mosaic", "attenuation", "pattern", "peribronchial", "thickening", "consolidation", "bronchiectasis", "interlobular", "septal", "cardiomegaly", "pericardial", "coronary", "artery", "wall", "calcification", "hiatal", "hernia", "arterial", "ground", "glass", "liver", "lesion", "heart", "aorta", "esophagus", "shows", "significant", "abnormalities", "in", "the", "left", "right", "lower", "upper", "lobe", "of", "a"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
 
 

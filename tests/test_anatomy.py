@@ -6,8 +6,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_fvlm.core.anatomy import (GROUP_SETS, MaskFileProvider, VolumeProvider, align_labels, group_masks,
-                                      group_set, groups_for_class, lateral_groups, resolve_query_anatomies)
+from napari_fvlm.core.anatomy import (
+    GROUP_SETS,
+    MaskFileProvider,
+    VolumeProvider,
+    align_labels,
+    group_masks,
+    group_set,
+    groups_for_class,
+    lateral_groups,
+    resolve_query_anatomies,
+)
 from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS, TOTAL_CLASSES
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.io.nifti import write_nifti

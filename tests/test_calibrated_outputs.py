@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 
 from napari_fvlm.cli import main
-from napari_fvlm.core.inference.calibration import (CALIBRATION_FILE, Calibration, CalibratedScore, PlattMap,
-                                                    read_calibration, weights_fingerprint, write_calibration)
+from napari_fvlm.core.inference.calibration import (
+    CALIBRATION_FILE,
+    CalibratedScore,
+    Calibration,
+    PlattMap,
+    read_calibration,
+    weights_fingerprint,
+    write_calibration,
+)
 from napari_fvlm.core.inference.findings import PHANTOM_FINDINGS
 
 from engine_fixtures import write_synthetic_case

@@ -12,10 +12,23 @@ import numpy as np
 import pytest
 
 from napari_fvlm.core.errors import FvlmInputError
-from napari_fvlm.core.inference.calibration import (CALIBRATION_FILE, Calibration, PlattMap, calibrated_scores,
-                                                    read_calibration, weights_fingerprint, write_calibration)
-from training.calibrate import (calibrate_checkpoint, expected_calibration_error, fit_calibration, platt_fit,
-                                reliability_bins, specific_threshold)
+from napari_fvlm.core.inference.calibration import (
+    CALIBRATION_FILE,
+    Calibration,
+    PlattMap,
+    calibrated_scores,
+    read_calibration,
+    weights_fingerprint,
+    write_calibration,
+)
+from training.calibrate import (
+    calibrate_checkpoint,
+    expected_calibration_error,
+    fit_calibration,
+    platt_fit,
+    reliability_bins,
+    specific_threshold,
+)
 from training.protocol import Table
 
 
@@ -211,6 +224,7 @@ def tiny_model(tmp_path_factory):
     return folder / "model"
 
 
+@pytest.mark.slow
 def test_calibrate_writes_the_file_and_the_check_reports_on_held_out_samples(tiny_model, tmp_path, capsys):
     from training.__main__ import main
 

@@ -16,13 +16,12 @@ import pytest
 from napari_fvlm.cli import main
 from napari_fvlm.core.errors import FvlmInputError
 
-from engine_fixtures import save_random_demo_model, write_synthetic_case
-from totalseg_standin import standin_totalseg_home  # noqa: F401
+from engine_fixtures import save_random_demo_model
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    return write_synthetic_case(tmp_path_factory.mktemp("case"))
+def case(synthetic_case):
+    return synthetic_case
 
 
 def _run(capsys, *args) -> tuple[int, str, str]:
@@ -53,7 +52,7 @@ def test_analyze_writes_findings_and_heatmaps_on_the_ct_grid(case, tmp_path, cap
         np.testing.assert_array_equal(heatmap.affine, original.affine)
         values = np.asanyarray(heatmap.dataobj)
         # probabilities, never rescaled: the exported map (stored in 1/255 steps) peaks at the query's peak
-        assert 0 <= values.min() and 0 < values.max() <= query["peak_probability"] + 1 / 255 and values.max() <= 1.0
+        assert values.min() >= 0 and 0 < values.max() <= query["peak_probability"] + 1 / 255 and values.max() <= 1.0
 
 
 def test_analyze_replaces_its_own_earlier_output(case, tmp_path, capsys):
@@ -132,6 +131,7 @@ def test_bad_input_gives_one_line_nonzero_exit_and_writes_nothing(case, tmp_path
     assert not list(tmp_path.glob(".out_*")), "a staging folder was left behind"
 
 
+@pytest.mark.slow
 def test_the_command_process_writes_everything_before_its_fast_exit(case, tmp_path):
     folder, model = case
     out = tmp_path / "result"
@@ -163,7 +163,7 @@ def test_analyze_without_masks_on_a_gpu_machine_asks_totalsegmentator_for_its_gp
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, faked
     loaded, commands = [], []
-    monkeypatch.setattr(models, "load_analyzer", lambda source, device, download=False: loaded.append(device))
+    monkeypatch.setattr(models, "load_analyzer", lambda source, device, download=False, protocol=None: loaded.append(device))
 
     def run_worker(self, command, tmp, report, cancel):
         commands.append(command)

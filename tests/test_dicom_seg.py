@@ -11,8 +11,7 @@ import pydicom
 import pytest
 
 from napari_fvlm.core.anatomy.catalog import group_masks, group_set
-from napari_fvlm.core.dicom_export.seg import (PROBABILITY_LEVELS, anatomy_segments, build_segmentation,
-                                               finding_segments)
+from napari_fvlm.core.dicom_export.seg import PROBABILITY_LEVELS, anatomy_segments, build_segmentation, finding_segments
 from napari_fvlm.core.dicom_export.series import source_series
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.io.dicom import read_dicom_series

@@ -9,8 +9,13 @@ import pydicom
 import pytest
 
 from napari_fvlm.core.dicom_export.codes import finding_code
-from napari_fvlm.core.dicom_export.write import (ANATOMY_SEG, FINDINGS_SR, PROBABILITY_SEG, REGIONS_SEG,
-                                                 write_dicom_results)
+from napari_fvlm.core.dicom_export.write import (
+    ANATOMY_SEG,
+    FINDINGS_SR,
+    PROBABILITY_SEG,
+    REGIONS_SEG,
+    write_dicom_results,
+)
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.inference.calibration import Calibration, PlattMap, calibrated_scores
 from napari_fvlm.core.inference.findings import findings_for

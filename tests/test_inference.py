@@ -14,13 +14,12 @@ from napari_fvlm.core.inference.preprocess import prepare_for_model, window
 from napari_fvlm.core.model import load_checkpoint
 from napari_fvlm.core.volume import Volume
 
-from engine_fixtures import AFFINE, synthetic_ct_and_masks, save_random_demo_model
+from engine_fixtures import AFFINE, synthetic_ct_and_masks
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    folder = save_random_demo_model(tmp_path_factory.mktemp("model") / "demo")
-    return load_checkpoint(folder).eval()
+def model(random_demo_model):
+    return load_checkpoint(random_demo_model).eval()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def test_preparation_crops_resamples_and_pads_for_the_model(model, ct_and_masks)
     ct, masks = ct_and_masks
     config = model.config
     prepared = prepare_for_model(ct, masks, config)
-    assert prepared.image.dtype == np.float32 and 0 <= prepared.image.min() and prepared.image.max() <= 1
+    assert prepared.image.dtype == np.float32 and prepared.image.min() >= 0 and prepared.image.max() <= 1
     spacing = np.sqrt((prepared.affine[:3, :3] ** 2).sum(0))[::-1]
     np.testing.assert_allclose(spacing, config.spacing_zyx)
     assert all(s >= m and s % p == 0 for s, m, p in
@@ -98,7 +97,7 @@ def test_queries_reuse_the_encoded_ct(model, ct_and_masks, monkeypatch):
     heatmap = grounding.heatmap
     assert heatmap.values.shape == (encoded.fine.shape if encoded.fine is not None else encoded.grid)
     # probabilities on the fixed [0, 1] scale, never rescaled: 0 outside the anatomies
-    assert 0 < heatmap.values[heatmap.inside].min() and heatmap.values.max() < 1
+    assert heatmap.values[heatmap.inside].min() > 0 and heatmap.values.max() < 1
     assert not heatmap.values[~heatmap.inside].any()
     assert grounding.anatomy_scores[0][0] == grounding.peak_anatomy or \
         grounding.anatomy_scores[0][1] == grounding.anatomy_scores[1][1]

@@ -12,22 +12,21 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.uid import JPEG2000Lossless, HTJ2KLossless, JPEG2000MCLossless, MRImageStorage, generate_uid
+from pydicom.uid import HTJ2KLossless, JPEG2000Lossless, JPEG2000MCLossless, MRImageStorage, generate_uid
 
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.io.dicom import is_dicom_folder, list_dicom_series, read_dicom_series
 from napari_fvlm.core.volume import Volume
 
-try:
-    from dicom_fixtures import (
-        SeriesGeometry, random_hu, read_back_world_hu, rotated_cosines, snapshot, write_ct_series,
-        write_non_image_files,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.dicom_fixtures import (
-        SeriesGeometry, random_hu, read_back_world_hu, rotated_cosines, snapshot, write_ct_series,
-        write_non_image_files,
-    )
+from dicom_fixtures import (
+    SeriesGeometry,
+    random_hu,
+    read_back_world_hu,
+    rotated_cosines,
+    snapshot,
+    write_ct_series,
+    write_non_image_files,
+)
 
 TILT = np.radians(15.0)
 GEOMETRIES = {  # name: (geometry, words the reader's note must hold, "" for a silent read)

@@ -9,9 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm._reader import READER_PATTERNS, get_reader, prefer_this_reader
-from napari_fvlm.widgets.window_presets import WindowPresetsWidget
+from napari_fvlm.core.errors import FvlmInputError
+from napari_fvlm.widgets.window_presets import WindowPreset, window_presets
 
 
 def _ct_with_markers(path, stored_codes=("R", "A", "S")):
@@ -51,9 +51,9 @@ def test_drag_and_drop_shows_radiological_orientation_in_mm(make_napari_viewer, 
     assert len(layers) == 1
     layer = layers[0]
     np.testing.assert_allclose(layer.scale, [2.0, 1.5, 1.5])
-    assert "affine_ras" in layer.metadata
+    assert "fvlm_affine_ras" in layer.metadata
     # napari world is LPS mm (z, y, x): the left marker sits at +x (screen right), anterior at -y (up).
-    for world, axis, sign in [(left_world, 2, +1), (anterior_world, 1, -1)]:
+    for world in (left_world, anterior_world):
         lps_zyx = np.array([world[2], -world[1], -world[0]])
         data_pos = np.rint(layer.world_to_data(lps_zyx)).astype(int)
         assert layer.data[tuple(data_pos)] > 0
@@ -127,10 +127,14 @@ def test_window_presets_set_contrast(make_napari_viewer, tmp_path):
     _ct_with_markers(path)
     viewer = make_napari_viewer()
     layer = viewer.open(str(path), plugin="napari-fvlm")[0]
-    widget = WindowPresetsWidget(viewer)
-    widget.apply("lung")
+    widget = window_presets()
+    viewer.window.add_dock_widget(widget)
+    assert widget.layer.value is layer  # the form offers the viewer's image layers
+    widget.preset.value = WindowPreset.lung
+    widget()  # what Apply does
     assert tuple(layer.contrast_limits) == (-1350.0, 150.0)
-    widget.apply("bone")
+    widget.preset.value = WindowPreset.bone
+    widget()
     assert tuple(layer.contrast_limits) == (-500.0, 1300.0)
 
 
@@ -159,7 +163,7 @@ def test_dicom_folder_says_in_the_viewer_which_series_it_opened_and_opens_anothe
     np.testing.assert_allclose(layer.scale, [2.0, 0.8, 0.6])
     # standard axial DICOM (rows to posterior, columns to the left) is already radiological
     np.testing.assert_array_equal(layer.data, hu)
-    series = layer.metadata["dicom_series"]
+    series = layer.metadata["fvlm_dicom_series"]
     assert series["description"] == "chest" and len(series["other_series"]) == 1
     assert "'scout'" in series["other_series"][0]
     [shown] = [n for n in notifications if "2 series" in n.message]
@@ -333,7 +337,7 @@ def test_a_ct_opens_without_a_warning_in_the_default_window(make_napari_viewer, 
 
 
 def test_analyze_reads_the_series_of_a_dicom_file_of_any_name(tmp_path):
-    from napari_fvlm._reader import read_volume
+    from napari_fvlm.core.io.read import read_volume
 
     _hu, _chest, scout_hu, scout = _study_with_a_scout(tmp_path / "study")
     assert not scout[0].suffix  # scanners often write names without an extension

@@ -10,7 +10,18 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
+
 import napari_fvlm
+
+
+def test_the_manifest_at_the_top_level_is_the_one_the_package_ships():
+    root = Path(napari_fvlm.__file__).resolve().parent.parent
+    shipped = Path(napari_fvlm.__file__).parent / "napari.yaml"
+    assert (root / "napari.yaml").is_file() and shipped.resolve() == (root / "napari.yaml").resolve()
+    result = subprocess.run([str(Path(sys.executable).parent / "npe2"), "validate", "napari-fvlm"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "valid" in result.stdout.lower(), result.stdout + result.stderr
 
 
 def test_manifest_validates_and_declares_every_contribution():
@@ -40,6 +51,7 @@ def test_console_command_is_installed():
 
 def test_version_comes_from_the_installed_metadata_else_from_pyproject(monkeypatch):
     import importlib.metadata as metadata
+
     import tomllib
 
     napari_fvlm._version.cache_clear()
@@ -78,6 +90,9 @@ requirements = [r.lower().replace(" ", "") for r in requires("napari-fvlm")]
 assert not [r for r in requirements if r.startswith(qt) and "extra==" not in r], requirements  # no hard Qt binding
 assert [r for r in requirements if r.startswith(qt) and 'extra=="all"' in r], requirements
 assert Path(napari_fvlm.__file__).resolve().is_relative_to(prefix), napari_fvlm.__file__
+manifest = Path(napari_fvlm.__file__).parent / "napari.yaml"
+assert manifest.is_file() and not manifest.is_symlink(), manifest  # the wheel holds the manifest itself
+npe2.PluginManifest.from_distribution("napari-fvlm").validate_imports()  # what `npe2 validate` checks
 ours = [ep for ep in entry_points(group="napari.manifest") if ep.name == "napari-fvlm"]
 assert len(ours) == 1 and Path(ours[0].dist.locate_file("")).resolve().is_relative_to(prefix), ours
 ct = np.full((10, 12, 14), -1000, np.int16)
@@ -97,6 +112,7 @@ print("opened", napari_fvlm.__version__, napari_fvlm.__file__)
 """
 
 
+@pytest.mark.slow  # builds a wheel and a fresh venv
 def test_a_wheel_installed_in_a_fresh_venv_opens_a_nifti_through_the_plugin(tmp_path):
     """Build a wheel from this tree, install it (not editable) in a new venv and open a NIfTI file
     through napari's plugin discovery. The venv reuses this environment's dependencies through a
@@ -107,8 +123,8 @@ def test_a_wheel_installed_in_a_fresh_venv_opens_a_nifti_through_the_plugin(tmp_
     source = tmp_path / "source"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for name in ("napari_fvlm", "training"):
-        shutil.copytree(root / name, source / name, ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+        shutil.copytree(root / name, source / name, ignore=ignore, symlinks=True)  # the manifest's link as is
+    for name in ("pyproject.toml", "README.md", "napari.yaml"):
         shutil.copy2(root / name, source / name)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp_path / "dist"),

@@ -11,20 +11,18 @@ import numpy as np
 import pytest
 
 from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS
-from napari_fvlm.core.geometry import display_scale_translate
+from napari_fvlm.core.geometry import display_scale_translate, ras_to_display
 from napari_fvlm.core.windows import contrast_limits
-from napari_fvlm.widgets.layers import HEATMAP_KEY, ras_to_napari_world
+from napari_fvlm.widgets.layers import HEATMAP_KEY
 from napari_fvlm.widgets.panel import score_words
-
-from engine_fixtures import write_synthetic_case
 
 JOB_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
+def case(synthetic_case):
     """A synthetic CT and its masks as NIfTI files, and a random-init model as a checkpoint folder."""
-    return write_synthetic_case(tmp_path_factory.mktemp("panel"))
+    return synthetic_case
 
 
 def open_case(make_napari_viewer, case, **kwargs):
@@ -114,7 +112,7 @@ def test_choosing_a_finding_shows_its_heatmap_inside_the_ct_and_jumps_to_its_pea
     assert viewer.dims.range == ranges
     # the values shown are the map's own probabilities (nearest voxel, no blending, no rescaling)
     assert set(np.unique(layer.data)) <= set(np.unique(heatmap.values)) | {0.0}
-    assert 0.0 <= heatmap.values.min() and heatmap.values.max() <= 1.0 and not heatmap.values[~heatmap.inside].any()
+    assert heatmap.values.min() >= 0.0 and heatmap.values.max() <= 1.0 and not heatmap.values[~heatmap.inside].any()
     assert tuple(layer.contrast_limits)[1] == 1.0  # the fixed probability scale
     assert layer.blending == "additive" and layer.colormap.name == "inferno"
     assert layer.contrast_limits[0] == pytest.approx(panel.view.threshold.value() / 100)
@@ -140,7 +138,7 @@ def test_a_query_shows_its_heatmap_top_anatomies_and_history(analysed, qtbot):
     assert not [lyr for lyr in viewer.layers if lyr.metadata.get(HEATMAP_KEY) == "finding"]  # replaced
     # the layer's brightest voxel, in napari's world, is within one voxel of the grounding's RAS peak
     peak_world = layer.data_to_world(np.unravel_index(np.argmax(layer.data), layer.data.shape))
-    np.testing.assert_allclose(peak_world, ras_to_napari_world(grounding.peak_world_mm), atol=max(layer.scale))
+    np.testing.assert_allclose(peak_world, ras_to_display(grounding.peak_world_mm), atol=max(layer.scale))
     assert viewer.dims.point[0] == pytest.approx(peak_world[0], abs=layer.scale[0])
     assert grounding.peak_anatomy == "lung_lower_lobe_left"  # the query names the lobe: search is restricted
     # only the named lobe was searched: it alone is ranked, by the map's peak inside it

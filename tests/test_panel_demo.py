@@ -7,12 +7,10 @@ import pytest
 
 from napari_fvlm.demo import open_demo
 
-from engine_fixtures import save_random_demo_model
-
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return save_random_demo_model(tmp_path_factory.mktemp("demo") / "model")
+def model(random_demo_model):
+    return random_demo_model
 
 
 def test_demo_opens_the_phantom_with_the_panel_ready_and_analyses_it(make_napari_viewer, model, qtbot):

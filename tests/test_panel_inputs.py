@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from totalseg_standin import empty_totalseg_home, standin_totalseg_home  # noqa: F401
 
 from napari_fvlm._reader import PLUGIN, READER_PATTERNS
 from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS
 from napari_fvlm.widgets import reader_offer
 
-from engine_fixtures import write_synthetic_case
 from test_totalseg import downloader_tasks
 
 JOB_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    return write_synthetic_case(tmp_path_factory.mktemp("inputs"))
+def case(synthetic_case):
+    return synthetic_case
 
 
 @pytest.fixture
@@ -58,7 +56,7 @@ def test_reader_preference_is_asked_once_and_set_only_on_yes(make_napari_viewer,
     offer = dock_panel(make_napari_viewer()).view.inputs.reader_offer
     assert offer.isVisibleTo(offer.window())
     offer.yes.click()
-    assert {p: reader_preferences()[p] for p in READER_PATTERNS} == {p: PLUGIN for p in READER_PATTERNS}
+    assert {p: reader_preferences()[p] for p in READER_PATTERNS} == dict.fromkeys(READER_PATTERNS, PLUGIN)
     assert not offer.isVisibleTo(offer.window())
 
 

@@ -16,14 +16,14 @@ from napari_fvlm.core.volume import Volume
 from napari_fvlm.widgets.inputs import ANATOMY_CHOICES
 from napari_fvlm.widgets.layers import HEATMAP_KEY
 
-from engine_fixtures import save_random_demo_model, synthetic_ct_and_masks
+from engine_fixtures import synthetic_ct_and_masks
 
 JOB_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return save_random_demo_model(tmp_path_factory.mktemp("lifecycle") / "model")
+def model(random_demo_model):
+    return random_demo_model
 
 
 def open_panel(make_napari_viewer, ct: Volume | None = None, masks: Volume | None = None, **kwargs):
@@ -223,4 +223,26 @@ def test_masks_on_another_grid_are_resampled_or_refused(make_napari_viewer, mode
     qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)
     assert "do not line up" in panel.view.status.text()
     assert panel.state.result is result  # the earlier analysis stays
-    assert len(panel.models) == 1  # the model was loaded once for both runs
+    assert len(panel.session.models) == 1  # the model was loaded once for both runs
+
+
+def test_a_failed_step_is_shown_as_a_failure_with_its_traceback(make_napari_viewer, model, qtbot, monkeypatch):
+    """A crashed TotalSegmentator is not the user's input: red "failed", and napari gets the error
+    with the worker's own output chained (not an amber refusal line)."""
+    from napari_fvlm.core.anatomy.providers import VolumeProvider
+    from napari_fvlm.core.errors import FvlmRuntimeError, ProcessOutput
+
+    def crash(self, ct, progress=None, cancel=None):
+        raise FvlmRuntimeError("TotalSegmentator failed: the worker exited with status 1.") from ProcessOutput(
+            "Traceback (most recent call last):\nRuntimeError: CUDA out of memory")
+
+    monkeypatch.setattr(VolumeProvider, "segment", crash)
+    _viewer, panel = open_panel(make_napari_viewer)
+    with qtbot.capture_exceptions() as raised:
+        start(panel, model)
+        qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)
+    assert panel.view.status.text().startswith("The analysis failed: TotalSegmentator failed")
+    assert "#ff6b6b" in panel.view.status.styleSheet()  # the error colour, not a refusal's amber
+    errors = [error for _kind, error, _traceback in raised]
+    assert errors and all(isinstance(e, FvlmRuntimeError) for e in errors)
+    assert "CUDA out of memory" in str(errors[0].__cause__)

@@ -20,12 +20,14 @@ import torch
 from napari_fvlm.cli import main
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.inference.analyzer import Analyzer
-from napari_fvlm.core.inference.reference_protocol import ORGANS, prepare_reference
+from napari_fvlm.core.inference.reference_protocol import prepare_reference
 from napari_fvlm.core.model import load_checkpoint, read_checkpoint_config
-from napari_fvlm.core.model.convert_official import convert_official
 from napari_fvlm.core.model.config import ModelConfig
+from napari_fvlm.core.model.convert_official import convert_official
 
 import reference_fixtures as rf
+
+pytestmark = pytest.mark.slow  # the reference model and protocol, end to end
 
 TOLERANCE = 1e-3
 
@@ -50,7 +52,7 @@ def converted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def volumes():
-    from napari_fvlm._reader import read_volume
+    from napari_fvlm.core.io.read import read_volume
 
     return read_volume(str(rf.DATA / "ct.nii.gz")), read_volume(str(rf.DATA / "total.nii.gz"))
 
@@ -114,7 +116,7 @@ def test_fvlm_analyze_gives_the_reference_probabilities(converted, tmp_path):
 def dicom_head_first(tmp_path_factory):
     """The reference CT in another orientation: a DICOM series stored head first, its masks as a
     RAS NIfTI (the reference's files are LPS, feet first)."""
-    from napari_fvlm._reader import read_volume
+    from napari_fvlm.core.io.read import read_volume
 
     from dicom_fixtures import SeriesGeometry, write_ct_series
 
@@ -190,8 +192,8 @@ def _prepared_arrays(ct, labels, config):
 
 @pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("S", "L", "A"), ("P", "I", "R")])
 def test_any_nifti_orientation_gives_the_same_model_input(converted, volumes, tmp_path, axcodes):
-    from napari_fvlm._reader import read_volume
     from napari_fvlm.core.anatomy.align import align_labels
+    from napari_fvlm.core.io.read import read_volume
 
     config = read_checkpoint_config(converted["types-off"])[0]
     reference = _prepared_arrays(*volumes, config)

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine_fixtures import synthetic_ct_and_masks
 from napari_fvlm.core.anatomy.catalog import group_set
 from napari_fvlm.core.geometry import voxel_to_world, world_to_voxel
 from napari_fvlm.core.inference.analyzer import Analyzer
 from napari_fvlm.core.model import build_model, preset
 from napari_fvlm.core.volume import Volume
 from napari_fvlm.widgets.jobs import shown_map
+
+from engine_fixtures import synthetic_ct_and_masks
 
 
 def _cropped_case():

@@ -15,16 +15,20 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from totalseg_standin import (BRIGHT_CLASS, bright_sphere_ct, empty_totalseg_home,  # noqa: F401
-                              standin_totalseg_home)
 
 from napari_fvlm.core.anatomy import totalseg
-from napari_fvlm.core.anatomy.providers import SegmentationCancelled
-from napari_fvlm.core.anatomy.totalseg import (TotalSegmentatorProvider, missing_models, required_models,
-                                               totalseg_weights_dir)
+from napari_fvlm.core.anatomy.totalseg import (
+    TotalSegmentatorProvider,
+    missing_models,
+    required_models,
+    totalseg_weights_dir,
+)
 from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS, TOTAL_CLASSES
-from napari_fvlm.core.errors import FvlmInputError
+from napari_fvlm.core.errors import FvlmInputError, FvlmRuntimeError, ProcessOutput
 from napari_fvlm.core.io.nifti import read_nifti
+from napari_fvlm.core.progress import Cancelled
+
+from totalseg_standin import BRIGHT_CLASS, bright_sphere_ct
 
 
 def test_class_table_matches_installed_totalsegmentator():
@@ -63,6 +67,7 @@ def test_missing_weights_refused_before_any_worker_or_download(empty_totalseg_ho
     assert list(empty_totalseg_home.iterdir()) == []  # nothing created: no weights folder, no config
 
 
+@pytest.mark.slow
 def test_worker_refuses_downloads_and_network_on_its_own(empty_totalseg_home, tmp_path):
     """Even started directly, the worker neither downloads nor writes TotalSegmentator's config."""
     ct, _ = bright_sphere_ct()
@@ -130,6 +135,7 @@ def _ras_stored_ct(tmp_path):
     return loaded, sphere
 
 
+@pytest.mark.slow
 def test_totalsegmentator_end_to_end_with_standin_weights(standin_totalseg_home, tmp_path, monkeypatch):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -155,6 +161,7 @@ def test_totalsegmentator_end_to_end_with_standin_weights(standin_totalseg_home,
     assert list(scratch.iterdir()) == []  # the worker's scratch files went with ours
 
 
+@pytest.mark.slow
 def test_cancel_kills_the_worker_and_its_children(standin_totalseg_home, monkeypatch):
     started = []
     real_popen = subprocess.Popen
@@ -182,7 +189,7 @@ def test_cancel_kills_the_worker_and_its_children(standin_totalseg_home, monkeyp
     thread.join(timeout=120)
     assert outcome, "segment() did not return"
     error, ended_at = outcome[0]
-    assert isinstance(error, SegmentationCancelled), error
+    assert isinstance(error, Cancelled), error
     assert ended_at - cancelled_at[0] < 2.0
     assert started[0].poll() is not None
     if os.name == "posix":  # no process of the worker's group is left
@@ -201,7 +208,7 @@ def test_cancel_before_start_starts_nothing(standin_totalseg_home, monkeypatch):
     monkeypatch.setattr(totalseg.subprocess, "Popen", lambda *a, **k: pytest.fail("worker started"))
     cancel = threading.Event()
     cancel.set()
-    with pytest.raises(SegmentationCancelled):
+    with pytest.raises(Cancelled):
         TotalSegmentatorProvider().segment(bright_sphere_ct()[0], cancel=cancel)
 
 
@@ -216,9 +223,10 @@ def test_cancel_before_start_starts_nothing(standin_totalseg_home, monkeypatch):
 def test_worker_failure_becomes_one_clear_error(standin_totalseg_home, monkeypatch, script, expected):
     monkeypatch.setattr(TotalSegmentatorProvider, "worker_command",
                         lambda self, ct_path, out_path: [sys.executable, "-c", script])
-    with pytest.raises(FvlmInputError, match="TotalSegmentator failed") as err:
+    with pytest.raises(FvlmRuntimeError, match="TotalSegmentator failed") as err:  # not a refusal of the input
         TotalSegmentatorProvider().segment(bright_sphere_ct()[0])
     assert str(err.value).endswith(expected)
+    assert isinstance(err.value.__cause__, ProcessOutput) and expected in str(err.value.__cause__)
 
 
 def test_missing_models_sees_incomplete_folders(standin_totalseg_home):

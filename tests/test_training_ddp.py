@@ -12,6 +12,8 @@ from training.config import load_config
 from training.datasets import prepare_split
 from training.trainer import train
 
+pytestmark = pytest.mark.slow  # torchrun process groups
+
 TINY = "training/configs/phantom-tiny.json"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_fvlm.core.io.nifti import read_nifti
 from napari_fvlm.core.phantom import FindingRequest, generate_phantom
@@ -21,6 +22,7 @@ def test_every_stored_orientation_reads_back_to_the_same_volume(tmp_path):
         np.testing.assert_allclose(volume.affine, phantom.ct.affine, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_lateral_cases_keep_one_sided_lung_findings():
     cases = lateral_cases(range(20000, 20010))
     assert cases

@@ -5,7 +5,11 @@ import math
 import torch
 
 from training.losses import (
-    anatomy_contrastive_loss, global_clip_loss, global_image_embedding, soft_cross_entropy, soft_targets,
+    anatomy_contrastive_loss,
+    global_clip_loss,
+    global_image_embedding,
+    soft_cross_entropy,
+    soft_targets,
 )
 
 E = math.e

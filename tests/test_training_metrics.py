@@ -10,8 +10,16 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, roc_auc_s
 from napari_fvlm.core.errors import FvlmInputError
 from training.compare import comparison_table, load_run, paired_auc_difference
 from training.metrics import (
-    auc, bootstrap_interval, corner_threshold, dice, fast_auc, fast_thresholded, heatmap_dice, label_metrics,
-    pointing_hit, thresholded_metrics,
+    auc,
+    bootstrap_interval,
+    corner_threshold,
+    dice,
+    fast_auc,
+    fast_thresholded,
+    heatmap_dice,
+    label_metrics,
+    pointing_hit,
+    thresholded_metrics,
 )
 from training.protocol import build_tables, evaluate_table, markdown, per_anatomy, thresholds
 
@@ -62,7 +70,7 @@ def test_bootstrap_interval_contains_the_point_estimate():
     scores = rng.random(80) + 0.5 * labels
     point = auc(labels, scores)
     low, high = bootstrap_interval(lambda rows: fast_auc(labels[rows], scores[rows]), 80, 500, seed=1)
-    assert low < point < high and 0.5 < low and high <= 1.0
+    assert low < point < high and low > 0.5 and high <= 1.0
     assert bootstrap_interval(lambda rows: 0.3, 10, 50) == (0.3, 0.3)
 
 
@@ -74,6 +82,10 @@ def test_pointing_game_and_dice():
     lesion[1, 2, 2] = True
     assert pointing_hit(heatmap, lesion)
     assert not pointing_hit(heatmap, np.roll(lesion, 1, axis=2))
+    outside = np.where(lesion, np.nan, heatmap)  # NaN marks voxels outside the map's anatomy: never the peak
+    second = np.zeros_like(lesion)
+    second[0, 0, 0] = True
+    assert pointing_hit(outside, second) and not pointing_hit(np.full((2, 3, 3), np.nan), lesion)
     assert dice(lesion, lesion) == 1.0 and dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
     # thresholded at 0.5: two voxels predicted, one of them the lesion -> 2 * 1 / (2 + 1)
     assert math.isclose(heatmap_dice(heatmap, lesion, 0.5), 2 / 3)

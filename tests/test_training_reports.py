@@ -7,8 +7,15 @@ from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.phantom import generate_phantom
 from training.phantom_data import finding_is_in
 from training.reports import (
-    NORMAL_TEMPLATE, Decomposition, decompose_report, is_normal_statement, register_decomposer,
-    sentence_accuracy, sentence_anatomies, split_sections, split_sentences,
+    NORMAL_TEMPLATE,
+    Decomposition,
+    decompose_report,
+    is_normal_statement,
+    register_decomposer,
+    sentence_accuracy,
+    sentence_anatomies,
+    split_sections,
+    split_sentences,
 )
 
 FINE = group_set("fine")

@@ -72,6 +72,7 @@ def _train_loss(models, cache_dir, config):
     return validation_loss(module, CachedDataset(paths, module.anatomies), config, CPU)
 
 
+@pytest.mark.slow
 def test_tiny_training_run_lowers_the_loss(cache_dir, tmp_path):
     config = _config(cache_dir, tmp_path, "epochs=15", "lr=3e-3", "checkpoint_every=0", "batch_size=4",
                      "warmup_steps=2")
@@ -89,6 +90,7 @@ def test_tiny_training_run_lowers_the_loss(cache_dir, tmp_path):
     assert best.checkpoint_extra["val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows if r["val_loss"]), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(cache_dir, tmp_path):
     args = ("epochs=2", "checkpoint_every=3", "keep_checkpoints=5")
     straight = train(_config(cache_dir, tmp_path / "a", *args))

@@ -14,6 +14,8 @@ from napari_fvlm.core.phantom.catalog import FINDINGS
 from training.config import load_config
 from training.trainer import train
 
+pytestmark = pytest.mark.slow  # each test trains a model
+
 TINY = "training/configs/phantom-tiny.json"
 
 

@@ -19,8 +19,6 @@ from napari_fvlm.widgets.layers import HEATMAP_KEY
 from napari_fvlm.widgets.mouse_window import HU_PER_PIXEL
 from napari_fvlm.widgets.viewer_layout import ViewerLayout, main_qt_viewer
 
-from engine_fixtures import save_random_demo_model, write_synthetic_case
-
 JOB_TIMEOUT_MS = 60_000
 MARKER_RAS = np.array([30.0, 20.0, 25.0])  # the patient's right, anterior, superior
 MARKER_LETTERS = {"R", "A", "S"}
@@ -33,13 +31,13 @@ STORAGE_ORDERS = {
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
-    return write_synthetic_case(tmp_path_factory.mktemp("layout"))
+def case(synthetic_case):
+    return synthetic_case
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return save_random_demo_model(tmp_path_factory.mktemp("layout-model") / "model")
+def model(random_demo_model):
+    return random_demo_model
 
 
 def marker_file(folder, order: str):
@@ -211,7 +209,8 @@ def test_the_demo_opens_large_with_masks_three_planes_and_the_first_heatmap(make
 
 def test_no_model_work_or_mask_scan_on_the_gui_thread(make_napari_viewer, case, tmp_path, monkeypatch, qtbot):
     import napari_fvlm._layers as layers_module
-    from napari_fvlm.widgets import export_actions, jobs, panel as panel_module
+    from napari_fvlm.widgets import export_actions, jobs
+    from napari_fvlm.widgets import panel as panel_module
 
     folder, model = case
     threads: dict[str, str] = {}
@@ -228,14 +227,16 @@ def test_no_model_work_or_mask_scan_on_the_gui_thread(make_napari_viewer, case, 
     monkeypatch.setattr(export_actions, "write_masks", on_thread("masks", export_actions.write_masks))
     from napari_fvlm.widgets import background_open
     monkeypatch.setattr(background_open, "read_layer_data", on_thread("open", background_open.read_layer_data))
-    real_get = jobs.ModelCache.get
+    from napari_fvlm.core.inference import session
+    real_get = session.ModelCache.get
 
-    def slow_get(self, source, device):  # a first load: seconds without a word from the model
+    def slow_get(self, *args):  # a first load: seconds without a word from the model
         import time
-        time.sleep(2.0)
-        return real_get(self, source, device)
+        if not len(self):
+            time.sleep(2.0)
+        return real_get(self, *args)
 
-    monkeypatch.setattr(jobs.ModelCache, "get", slow_get)
+    monkeypatch.setattr(session.ModelCache, "get", slow_get)
 
     viewer = make_napari_viewer(show=True)
     _dock, panel = viewer.window.add_plugin_dock_widget("napari-fvlm", "fVLM analysis")

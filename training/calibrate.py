@@ -20,8 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from napari_fvlm.core.errors import FvlmInputError
-from napari_fvlm.core.inference.calibration import (MAP_FALSE_POSITIVE, Calibration, PlattMap, raw_logits,
-                                                    read_calibration, weights_fingerprint, write_calibration)
+from napari_fvlm.core.inference.calibration import (
+    MAP_FALSE_POSITIVE,
+    Calibration,
+    PlattMap,
+    raw_logits,
+    read_calibration,
+    weights_fingerprint,
+    write_calibration,
+)
 
 from .metrics import corner_threshold, fast_auc
 from .protocol import Table, build_tables

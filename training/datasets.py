@@ -7,9 +7,10 @@ shared between training processes by rank) and returns the paths; epochs only re
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .cache import cache_folder, preprocessing_key, write_sample
 from .config import TrainConfig

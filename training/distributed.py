@@ -3,8 +3,8 @@
 `gather_with_grad` makes the contrastive loss of N processes equal to one process holding the
 whole global batch: every process gathers all features and computes the same loss; the backward
 all-reduces the gradient of the gathered features, and DDP's average of parameter gradients
-over processes then equals the single-process gradient (see `gather_with_grad`). Feature gathers run on a process group of their own, so they never interleave with
-DDP's gradient buckets.
+over processes then equals the single-process gradient (see `gather_with_grad`). Feature gathers
+run on a process group of their own, so they never interleave with DDP's gradient buckets.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ def choose_device(preference: str, local_rank: int) -> torch.device:
 def setup_processes(device_preference: str = "auto") -> Processes:
     """One process, or the process group torchrun described in the environment (gloo / nccl)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = choose_device(device_preference, local_rank)
     if world == 1:

@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from napari_fvlm.core.model.focal import focal_inputs
 from napari_fvlm.core.model.pooling import token_mask
 
 from .cache import read_sample
-from napari_fvlm.core.model.focal import focal_inputs
-
 from .focal_cache import read_channels
 
 

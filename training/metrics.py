@@ -8,7 +8,7 @@ precision of the thresholded scores.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_score, roc_auc_score, roc_curve
@@ -86,10 +86,13 @@ def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
 
 
 def pointing_hit(heatmap: np.ndarray, target: np.ndarray) -> bool:
-    """Pointing game: does the heatmap's highest value lie inside the target mask?"""
-    heatmap = np.nan_to_num(np.asarray(heatmap, dtype=float), nan=-np.inf)
-    peak = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return bool(np.asarray(target, dtype=bool)[peak])
+    """Pointing game: does the heatmap's peak (the plugin's one peak rule, over the map's defined,
+    non-NaN values) lie inside the target mask?"""
+    from napari_fvlm.core.inference.grounding import peak_index
+
+    heatmap = np.asarray(heatmap, dtype=float)
+    defined = np.isfinite(heatmap)
+    return bool(defined.any() and np.asarray(target, dtype=bool)[peak_index(heatmap, defined)])
 
 
 def dice(predicted: np.ndarray, target: np.ndarray) -> float:

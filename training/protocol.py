@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import (bootstrap_draws, corner_threshold, fast_auc, fast_thresholded, label_metrics,
-                      percentile_interval)
+from .metrics import bootstrap_draws, corner_threshold, fast_auc, fast_thresholded, label_metrics, percentile_interval
 
 METRICS = ("auc", "accuracy", "f1_weighted", "precision_weighted")
 
@@ -36,7 +35,7 @@ def build_tables(results: list[dict]) -> tuple[Table, Table]:
     study_rows, anatomy_rows = [], []
     for result in results:
         best: dict[str, float] = {}
-        for anatomy, findings in result["scores"].items():
+        for findings in result["scores"].values():
             for finding, value in findings.items():
                 best[finding] = max(best.get(finding, -np.inf), value)
         study_rows.append({f: (int(v), best.get(f, np.nan)) for f, v in result["study_labels"].items()})
@@ -125,8 +124,8 @@ def markdown(result: dict) -> str:
                          + f" | {metrics['positives']} / {metrics['count']} |")
         lines.append("")
     if result.get("per_anatomy"):
-        lines += ["## Per anatomy (mean over its findings)", "", "| anatomy | AUC | accuracy | weighted F1 | weighted precision |",
-                  "|---|---|---|---|---|"]
+        lines += ["## Per anatomy (mean over its findings)", "",
+                  "| anatomy | AUC | accuracy | weighted F1 | weighted precision |", "|---|---|---|---|---|"]
         lines += [f"| {a} | " + " | ".join(f"{m[k]:.3f}" if np.isfinite(m[k]) else "-" for k in METRICS) + " |"
                   for a, m in result["per_anatomy"].items()]
         lines.append("")

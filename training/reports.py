@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from napari_fvlm.core.anatomy.catalog import AnatomyGroup, group_set, named_anatomies, resolve_query_anatomies
 from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,7 @@ from napari_fvlm.core.model.fvlm import autocast_dtype, build_model
 
 from .config import TrainConfig, run_record, save_run_record
 from .datasets import prepare_split
-from .distributed import (Processes, barrier, mean_over_processes, setup_processes,
-                          teardown_processes)
+from .distributed import Processes, barrier, mean_over_processes, setup_processes, teardown_processes
 from .loader import CachedDataset, batch_loader, collate, epoch_batches, steps_per_epoch
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .runlog import MetricsLog
@@ -155,15 +155,106 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         teardown_processes(processes)
 
 
+EPOCH_END, FINISHED, STOPPED = "epoch end", "finished", "stopped"  # why `_train_epoch` returned
+
+
+@dataclass
+class TrainProgress:
+    """Where a run is: optimizer steps, epochs and micro-batches of this epoch done, best validation
+    loss so far. Saved in every checkpoint's state.json."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    best_val: float | None = None
+
+    @classmethod
+    def from_state(cls, state: dict) -> TrainProgress:
+        return cls(*(state[name] for name in ("step", "epoch", "batch", "best_val")))
+
+
+@dataclass
+class Run:
+    """Everything one training call works with, made once by `_set_up`."""
+
+    config: TrainConfig
+    processes: Processes
+    run_dir: Path
+    train_set: CachedDataset
+    val_set: CachedDataset
+    module: TrainModule
+    wrapped: torch.nn.Module  # the module, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    progress: TrainProgress
+    total_steps: int
+    log: MetricsLog
+    extra: dict
+    loader_generator: torch.Generator = field(default_factory=torch.Generator)  # the DataLoader's seeds
+
+
 def _train(config: TrainConfig, processes: Processes, resume: bool, stop_after: int | None) -> Path:
+    """Epochs until the schedule's last step (or ``stop_after`` steps of this call); validation
+    and checkpoints at each epoch's end and when the run stops, mid-epoch ones in `_train_epoch`."""
+    from tqdm import tqdm
+
+    run = _set_up(config, processes, resume)
+    stop_at = None if stop_after is None else run.progress.step + stop_after
+    bar = tqdm(total=run.total_steps, initial=run.progress.step, desc=config.name,
+               disable=not (config.progress and processes.main))
+    run.module.train()
+    while run.progress.step < run.total_steps:
+        why = _train_epoch(run, stop_at, bar)
+        if why == EPOCH_END:
+            run.progress.epoch += 1
+            run.progress.batch = 0
+        if why in (EPOCH_END, FINISHED):
+            _validate(run)
+        _checkpoint(run)
+        if why != EPOCH_END:
+            break
+    bar.close()
+    return run.run_dir
+
+
+def _set_up(config: TrainConfig, processes: Processes, resume: bool) -> Run:
+    """The run folder, the cached splits, the model(s) with optimizer and scaler, resumed from the
+    last checkpoint when ``resume``."""
     run_dir = run_folder(config)
     if not resume and latest_checkpoint(run_dir) is not None:  # every process sees it: none waits alone
         raise FvlmInputError(f"'{run_dir}' already holds a run; continue it with --resume or choose another name.")
     if processes.main:
         save_run_record(config, run_dir)
-    show = config.progress and processes.main
     seed_everything(config.seed)
+    train_set, val_set, slots = _datasets(config, processes)
+    per_epoch = steps_per_epoch(len(train_set), config.batch_size, processes.world, config.grad_accum)
+    if per_epoch == 0:
+        raise FvlmInputError(f"The train split has {len(train_set)} samples, fewer than one global batch "
+                             f"({config.batch_size} x {processes.world} processes x {config.grad_accum} accumulation).")
+    module = _train_module(config, processes, train_set, val_set, slots)
+    optimizer = build_optimizer(module, config)
+    dtype = autocast_dtype(processes.device) if config.amp else None
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    progress = TrainProgress()
+    folder = latest_checkpoint(run_dir) if resume else None
+    if folder is not None:
+        progress = TrainProgress.from_state(load_training_state(folder, module.models, optimizer, scaler, processes))
+    else:
+        seed_everything(config.seed + 1 + processes.rank)  # per-process randomness (dropout)
+    wrapped = module
+    if processes.distributed:
+        ids = [processes.device.index] if processes.device.type == "cuda" else None
+        wrapped = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=False)
+    log = MetricsLog(run_dir / "metrics.csv", progress.step if folder is not None else None, processes.main)
+    return Run(config, processes, run_dir, train_set, val_set, module, wrapped, optimizer, scaler, progress,
+               config.max_steps or config.epochs * per_epoch, log, {"train_config": run_record(config)})
+
+
+def _datasets(config: TrainConfig, processes: Processes) -> tuple[CachedDataset, CachedDataset, list]:
+    """The train and validation splits, cached (each process builds its share), and the label slots
+    of the auxiliary loss."""
     model_config = config.model_config()
+    show = config.progress and processes.main
     paths = {split: prepare_split(config, split, processes.rank, processes.world, config.num_workers, show)
              for split in ("train", "val")}
     barrier(processes)
@@ -174,12 +265,12 @@ def _train(config: TrainConfig, processes: Processes, resume: bool, stop_after: 
                                         in_memory=config.in_memory and not focal, focal_config=focal,
                                         label_slots=slots)
                           for split in ("train", "val"))
-    per_epoch = steps_per_epoch(len(train_set), config.batch_size, processes.world, config.grad_accum)
-    if per_epoch == 0:
-        raise FvlmInputError(f"The train split has {len(train_set)} samples, fewer than one global batch "
-                             f"({config.batch_size} x {processes.world} processes x {config.grad_accum} accumulation).")
-    total_steps = config.max_steps or config.epochs * per_epoch
+    return train_set, val_set, slots
 
+
+def _train_module(config: TrainConfig, processes: Processes, train_set, val_set, slots) -> TrainModule:
+    """The model(s) in a `TrainModule` on the device; frozen text encoders answer from a cache
+    filled once with every text of both splits."""
     models = build_models(config)
     caches = None
     if config.cache_text and all(m.text.frozen for m in models):
@@ -190,99 +281,93 @@ def _train(config: TrainConfig, processes: Processes, resume: bool, stop_after: 
     module = TrainModule(models, caches, slots).to(processes.device)
     if caches is not None:
         caches[0].prefill(module.prompt_texts())
-    optimizer = build_optimizer(module, config)
-    dtype = autocast_dtype(processes.device) if config.amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    progress = {"step": 0, "epoch": 0, "batch": 0, "best_val": None}
-    folder = latest_checkpoint(run_dir) if resume else None
-    if folder is not None:
-        progress = load_training_state(folder, module.models, optimizer, scaler, processes)
-    else:
-        seed_everything(config.seed + 1 + processes.rank)  # per-process randomness (dropout)
-    wrapped = module
-    if processes.distributed:
-        ids = [processes.device.index] if processes.device.type == "cuda" else None
-        wrapped = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=False)
-    log = MetricsLog(run_dir / "metrics.csv", progress["step"] if folder is not None else None, processes.main)
-    extra = {"train_config": run_record(config)}
+    return module
 
-    def checkpoint() -> None:
-        save_training_state(run_dir, module.models, optimizer, scaler, progress,
-                            {**extra, "step": progress["step"]}, processes, config.keep_checkpoints)
 
-    def validate() -> None:
-        value = validation_loss(module, val_set, config, processes)
-        log.write(step=progress["step"], epoch=progress["epoch"], val_loss=value)
-        best = progress["best_val"]
-        if best is None or value < best:
-            progress["best_val"] = value
-            if processes.main:
-                save_checkpoint(module.models[0], run_dir / BEST,
-                                {**extra, "step": progress["step"], "val_loss": value})
-        barrier(processes)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=total_steps, initial=progress["step"], desc=config.name, disable=not show)
-    module.train()
-    start_step = progress["step"]
-    loader_generator = torch.Generator()  # DataLoader draws its seed here, not from the global RNG
-    while progress["step"] < total_steps:
-        batches = epoch_batches(len(train_set), config.batch_size, processes.world, processes.rank,
-                                progress["epoch"], config.seed)
-        batches = batches[:len(batches) - len(batches) % config.grad_accum][progress["batch"]:]
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=config.num_workers,
-                                             collate_fn=collate,
-                                             generator=loader_generator)
-        tick = time.perf_counter()
-        for batch in loader:
-            micro = progress["batch"] % config.grad_accum
-            batch = _to_device(batch, processes)
-            last_micro = micro == config.grad_accum - 1
-            sync = wrapped.no_sync() if processes.distributed and not last_micro else contextlib.nullcontext()
-            with sync:
-                with _autocast(config, processes.device):
-                    outputs = wrapped(batch["images"], batch["masks"], batch["texts"], _reports(batch, config),
-                                      batch["shapes"], batch.get("focal"))
-                loss, _ = batch_loss(outputs, batch, module.anatomies, config, processes)
-                scaler.scale(loss / config.grad_accum).backward()
-            progress["batch"] += 1
-            if not last_micro:
-                continue
-            lr = learning_rate(progress["step"], config.lr, config.warmup_steps, total_steps, config.min_lr_ratio)
-            set_learning_rate(optimizer, lr)
-            if config.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
-            progress["step"] += 1
-            seconds = time.perf_counter() - tick
-            tick = time.perf_counter()
-            if progress["step"] % max(1, config.log_every) == 0:
-                log.write(step=progress["step"], epoch=progress["epoch"], lr=lr,
-                          loss=float(loss.detach()) / len(module.models),
-                          temperature=float(module.models[0].temperature.detach()), step_seconds=seconds)
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", s_per_step=f"{seconds:.2f}")
-            finished = progress["step"] >= total_steps
-            stopping = stop_after is not None and progress["step"] - start_step >= stop_after
-            if config.val_every and progress["step"] % config.val_every == 0 and not finished:
-                validate()
-            if finished or stopping:
-                break
-            if config.checkpoint_every and progress["step"] % config.checkpoint_every == 0:
-                checkpoint()
-        else:
-            progress["epoch"] += 1
-            progress["batch"] = 0
-            validate()
-            checkpoint()
+def _train_epoch(run: Run, stop_at: int | None, bar) -> str:
+    """The rest of the current epoch, one optimizer step per ``grad_accum`` micro-batches, with the
+    mid-epoch validations and checkpoints; returns why it returned (`EPOCH_END`, `FINISHED` at the
+    schedule's last step, `STOPPED` after ``stop_at``)."""
+    config, processes, progress = run.config, run.processes, run.progress
+    batches = epoch_batches(len(run.train_set), config.batch_size, processes.world, processes.rank,
+                            progress.epoch, config.seed)
+    batches = batches[:len(batches) - len(batches) % config.grad_accum][progress.batch:]
+    loader = torch.utils.data.DataLoader(run.train_set, batch_sampler=batches, num_workers=config.num_workers,
+                                         collate_fn=collate, generator=run.loader_generator)
+    tick = time.perf_counter()
+    for batch in loader:
+        last_micro = progress.batch % config.grad_accum == config.grad_accum - 1
+        loss = _backward(run, batch, sync=last_micro)
+        progress.batch += 1
+        if not last_micro:
             continue
-        if finished and progress["batch"] != 0:
-            validate()
-        checkpoint()
-        break
-    bar.close()
-    return run_dir
+        lr = _optimizer_step(run)
+        seconds, tick = time.perf_counter() - tick, time.perf_counter()
+        _report_step(run, bar, loss, lr, seconds)
+        finished = progress.step >= run.total_steps
+        if config.val_every and progress.step % config.val_every == 0 and not finished:
+            _validate(run)
+        if finished:
+            return FINISHED
+        if stop_at is not None and progress.step >= stop_at:
+            return STOPPED
+        if config.checkpoint_every and progress.step % config.checkpoint_every == 0:
+            _checkpoint(run)
+    return EPOCH_END
+
+
+def _backward(run: Run, batch: dict, sync: bool) -> torch.Tensor:
+    """Forward and backward of one micro-batch; gradients are all-reduced only when ``sync``."""
+    config, processes = run.config, run.processes
+    batch = _to_device(batch, processes)
+    no_sync = processes.distributed and not sync
+    with run.wrapped.no_sync() if no_sync else contextlib.nullcontext():
+        with _autocast(config, processes.device):
+            outputs = run.wrapped(batch["images"], batch["masks"], batch["texts"], _reports(batch, config),
+                                  batch["shapes"], batch.get("focal"))
+        loss, _ = batch_loss(outputs, batch, run.module.anatomies, config, processes)
+        run.scaler.scale(loss / config.grad_accum).backward()
+    return loss
+
+
+def _optimizer_step(run: Run) -> float:
+    """One optimizer step at the schedule's learning rate (gradients clipped when configured); returns the rate."""
+    config, optimizer = run.config, run.optimizer
+    lr = learning_rate(run.progress.step, config.lr, config.warmup_steps, run.total_steps, config.min_lr_ratio)
+    set_learning_rate(optimizer, lr)
+    if config.grad_clip > 0:
+        run.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(run.module.parameters(), config.grad_clip)
+    run.scaler.step(optimizer)
+    run.scaler.update()
+    optimizer.zero_grad()
+    run.progress.step += 1
+    return lr
+
+
+def _report_step(run: Run, bar, loss: torch.Tensor, lr: float, seconds: float) -> None:
+    """The step's metrics row (every ``log_every`` steps) and the progress bar."""
+    progress, models = run.progress, run.module.models
+    if progress.step % max(1, run.config.log_every) == 0:
+        run.log.write(step=progress.step, epoch=progress.epoch, lr=lr, loss=float(loss.detach()) / len(models),
+                      temperature=float(models[0].temperature.detach()), step_seconds=seconds)
+    bar.update(1)
+    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", s_per_step=f"{seconds:.2f}")
+
+
+def _checkpoint(run: Run) -> None:
+    save_training_state(run.run_dir, run.module.models, run.optimizer, run.scaler, asdict(run.progress),
+                        {**run.extra, "step": run.progress.step}, run.processes, run.config.keep_checkpoints)
+
+
+def _validate(run: Run) -> None:
+    """The validation loss, logged; a new best is saved to ``best/``."""
+    value = validation_loss(run.module, run.val_set, run.config, run.processes)
+    progress = run.progress
+    run.log.write(step=progress.step, epoch=progress.epoch, val_loss=value)
+    if progress.best_val is None or value < progress.best_val:
+        progress.best_val = value
+        if run.processes.main:
+            save_checkpoint(run.module.models[0], run.run_dir / BEST,
+                            {**run.extra, "step": progress.step, "val_loss": value})
+    barrier(run.processes)

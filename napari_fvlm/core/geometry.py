@@ -84,13 +84,36 @@ def reorientation_for(affine: np.ndarray, shape_xyz: tuple[int, ...]) -> Reorien
     return Reorientation(file_ornt, tuple(int(s) for s in shape_xyz[:3]))
 
 
+# napari's world: LPS millimetres in (S, P, L) = (z, y, x) order. Each display axis is
+# (the RAS coordinate it shows, its sign): display = sign * RAS[coordinate].
+DISPLAY_AXES_RAS = ((2, 1.0), (1, -1.0), (0, -1.0))
+_DISPLAY_FROM_RAS = np.array([[sign * (i == coordinate) for i in range(3)] for coordinate, sign in DISPLAY_AXES_RAS])
+
+
+def ras_to_display(ras_xyz) -> np.ndarray:
+    """napari world (z, y, x), LPS mm, of RAS points [x, y, z] (..., 3)."""
+    return np.asarray(ras_xyz, float) @ _DISPLAY_FROM_RAS.T
+
+
+def display_to_ras(world_zyx) -> np.ndarray:
+    """RAS [x, y, z] of napari world points (z, y, x), LPS mm (..., 3): `ras_to_display`'s inverse."""
+    return np.asarray(world_zyx, float) @ _DISPLAY_FROM_RAS
+
+
 def display_scale_translate(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """napari ``scale`` and ``translate`` (z, y, x) for a canonical volume.
 
-    napari's world then is LPS millimetres in (S, P, L) = (z, y, x) order: exact for scans
-    without obliquity, the nearest axis-aligned frame otherwise (exports use the true affine).
+    Exact for scans without obliquity, the nearest axis-aligned frame otherwise (exports use the
+    true affine).
     """
     affine = np.asarray(affine, float)
-    scale = spacing_xyz(affine)[::-1]
-    origin_lps = _LPS_TO_RAS[:3, :3] @ affine[:3, 3]
-    return scale, origin_lps[::-1]
+    return spacing_xyz(affine)[::-1], ras_to_display(affine[:3, 3])
+
+
+def display_affine(scale, translate) -> np.ndarray:
+    """The canonical voxel-to-RAS affine a napari ``scale`` and ``translate`` (z, y, x) show:
+    `display_scale_translate`'s inverse for scans without obliquity."""
+    affine = np.eye(4)
+    affine[:3, :3] = _DISPLAY_FROM_RAS.T @ np.diag(np.asarray(scale, float)) @ np.eye(3)[::-1]  # columns (i, j, k)
+    affine[:3, 3] = display_to_ras(translate)
+    return affine

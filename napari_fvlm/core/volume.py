@@ -65,11 +65,11 @@ class Volume:
         """Voxel positions (z, y, x) of RAS mm points."""
         return world_to_voxel(self.affine, xyz)
 
-    def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
+    def same_grid(self, other: Volume, atol: float = 1e-3) -> bool:
         """True when both volumes share shape and affine (to ``atol`` mm)."""
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
 
-    def with_array(self, array: np.ndarray, labels: dict[int, str] | None = None) -> "Volume":
+    def with_array(self, array: np.ndarray, labels: dict[int, str] | None = None) -> Volume:
         """A volume on the same grid and source, holding another array (a mask, a heatmap)."""
         if array.shape != self.shape:
             raise ValueError(f"array shape {array.shape} is not the volume's {self.shape}")

@@ -7,13 +7,13 @@ worker; only adding the finished layer happens on the GUI thread.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def read_layer_data(path: str) -> list[tuple]:
     """The layer data tuples for ``path`` (runs in the worker; bad input raises FvlmInputError)."""
     from .._layers import layer_name, volume_layer_data
-    from .._reader import read_volume
+    from ..core.io.read import read_volume
 
     return [volume_layer_data(read_volume(str(path)), layer_name(path))]
 

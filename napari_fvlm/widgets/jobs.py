@@ -10,26 +10,21 @@ from __future__ import annotations
 import threading
 import weakref
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..core.errors import FvlmInputError
+from ..core.inference.session import AnalysedCT, AnalysisSession, AnatomySource, ModelCache
+from ..core.progress import Cancelled, Progress
 from ..core.volume import Volume
-
-Progress = Callable[[float, str], None]
-ANATOMY_KINDS = ("totalseg", "labels", "file")
 
 
 @dataclass(frozen=True)
-class AnatomySource:
-    """Where the anatomy masks come from: TotalSegmentator, a Labels layer's volume, or a mask file."""
+class AnatomyChoice(AnatomySource):
+    """An anatomy source as the panel chose it, with the Labels layer it came from (if any)."""
 
-    kind: str
-    labels: Volume | None = None
-    path: str | None = None
-    description: str = ""
     layer: str | None = None  # the Labels layer's name, when the masks came from one
     layer_state: tuple | None = None  # that layer's (array, attributes): `labels` is made from it in the worker
 
@@ -40,21 +35,33 @@ class AnalysisRequest:
 
     ct: Volume
     ct_name: str
-    anatomy: AnatomySource
+    anatomy: AnatomyChoice
     model_source: str  # "demo", a checkpoint folder, or a hub id
     device: str  # "auto", "cpu" or "gpu"
 
 
 @dataclass
 class AnalysisResult:
-    """A finished analysis: the masks on the CT grid, the model, the CT's encoding and the scores."""
+    """A finished analysis (`AnalysedCT`: masks, model, encoding, scores) and the request it answers."""
 
     request: AnalysisRequest
-    labels: Volume
-    analyzer: object  # core.inference.analyzer.Analyzer
-    encoded: object  # core.inference.encoding.EncodedCT
-    analysis: object  # core.inference.analyzer.Analysis
-    model_info: dict = field(default_factory=dict)
+    analysed: AnalysedCT
+
+    @property
+    def labels(self) -> Volume:
+        return self.analysed.labels
+
+    @property
+    def analyzer(self):
+        return self.analysed.analyzer
+
+    @property
+    def encoded(self):
+        return self.analysed.encoded
+
+    @property
+    def analysis(self):
+        return self.analysed.analysis
 
 
 @dataclass(frozen=True)
@@ -71,61 +78,14 @@ class ShownMap:
     finding: tuple[str, str] | None = None  # (anatomy, finding) for a scored finding's map
 
 
+CANCELLED = object()  # a job's outcome when the user cancelled it: nothing was produced
+
+
 @dataclass(frozen=True)
 class Refused:
     """The job stopped on bad input; ``message`` says what to do."""
 
     message: str
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    """The user cancelled the job; nothing was produced."""
-
-
-class ModelCache:
-    """Loaded analyzers per (model source, device), so a second analysis skips loading the model."""
-
-    def __init__(self) -> None:
-        self._analyzers: dict[tuple[str, str], object] = {}
-        self._lock = threading.Lock()
-
-    def get(self, source: str, device: str):
-        from ..core.inference.models import load_analyzer, pick_device
-
-        key = (str(source), pick_device(device))
-        with self._lock:
-            if key not in self._analyzers:
-                self._analyzers[key] = load_analyzer(source, key[1])
-            return self._analyzers[key]
-
-    def __len__(self) -> int:
-        return len(self._analyzers)
-
-
-def _span(progress: Progress | None, low: float, high: float) -> Progress | None:
-    """A progress callback for one stage that maps its 0..1 onto low..high of the whole job."""
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(low + (high - low) * float(fraction), message)
-
-
-def anatomy_provider(source: AnatomySource, device: str, fast: bool = True):
-    """The segmentation provider for an anatomy source (``fast``: TotalSegmentator's 3 mm model)."""
-    from ..core.anatomy.providers import MaskFileProvider, VolumeProvider
-
-    if source.kind == "labels":
-        if source.labels is None:
-            raise FvlmInputError("Choose the Labels layer that holds the anatomy masks.")
-        return VolumeProvider(source.labels)
-    if source.kind == "file":
-        if not source.path:
-            raise FvlmInputError("Choose a mask file (TotalSegmentator's segmentation) with Browse.")
-        return MaskFileProvider(source.path)
-    if source.kind == "totalseg":
-        from ..core.anatomy.totalseg import TotalSegmentatorProvider
-        return TotalSegmentatorProvider(fast=fast, device=device)
-    raise FvlmInputError(f"Unknown anatomy source {source.kind!r}; choose one of {', '.join(ANATOMY_KINDS)}.")
 
 
 LOADING_SHARE = 0.05  # of the progress bar, approached while the model loads
@@ -160,28 +120,19 @@ def load_with_progress(models: ModelCache, request: AnalysisRequest, progress: P
         heartbeat.join()
 
 
-def run_analysis(request: AnalysisRequest, models: ModelCache, progress: Progress | None = None,
+def run_analysis(request: AnalysisRequest, session: AnalysisSession, progress: Progress | None = None,
                  cancel: threading.Event | None = None) -> AnalysisResult:
     """Load the model (first, so a bad model fails fast), make the masks, encode and score the CT."""
-    from ..core.inference.encoding import check_cancel
-
     if request.anatomy.layer_state is not None and request.anatomy.labels is None:
         from .._layers import layer_volume  # naming the labels scans the whole mask: not on the GUI thread
 
         data, attributes = request.anatomy.layer_state
         request.anatomy = replace(request.anatomy, labels=layer_volume(data, attributes, is_labels=True),
                                   layer_state=None)
-    analyzer = load_with_progress(models, request, progress)
-    check_cancel(cancel)
-    masks_end = 0.6 if request.anatomy.kind == "totalseg" else 0.15
-    provider = anatomy_provider(request.anatomy, request.device, fast=analyzer.config.totalseg_fast)
-    labels = provider.segment(request.ct, _span(progress, 0.05, masks_end), cancel)
-    if not labels.labels:
-        raise FvlmInputError("The masks hold no TotalSegmentator anatomy; choose the segmentation of this CT.")
-    encoded, analysis = analyzer.analyze(request.ct, labels, progress=_span(progress, masks_end, 1.0),
-                                         cancel=cancel)
-    model_info = {"name": analyzer.name, "source": request.model_source, "config": analyzer.config.to_dict()}
-    return AnalysisResult(request, labels, analyzer, encoded, analysis, model_info)
+    load_with_progress(session.models, request, progress)
+    analysed = session.run(request.ct, request.anatomy, request.model_source, request.device, progress=progress,
+                           cancel=cancel)
+    return AnalysisResult(request, analysed)
 
 
 MAX_SHOWN_SPACING_MM = 3.0  # coarser maps (40-48 mm tokens) are shown on a 3 mm grid: the masks cut them finely
@@ -279,13 +230,11 @@ def run_query(result: AnalysisResult, text: str):
 
 
 def guarded(job: Callable, *args, **kwargs):
-    """Run ``job``; bad input becomes `Refused`, a cancel becomes `Cancelled`; bugs propagate."""
-    from ..core.anatomy.providers import SegmentationCancelled
-    from ..core.inference.encoding import AnalysisCancelled
-
+    """Run ``job``; bad input becomes `Refused`, a cancel `CANCELLED`; failures and bugs propagate.
+    (A worker treats a returned exception as raised: the cancel is a plain marker.)"""
     try:
         return job(*args, **kwargs)
     except FvlmInputError as err:
         return Refused(str(err))
-    except (AnalysisCancelled, SegmentationCancelled):
-        return Cancelled()
+    except Cancelled:
+        return CANCELLED

@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._layers import layer_volume, volume_layer_data
+from .._layers import AFFINE_KEY, HEATMAP_KEY, LABEL_COLORMAP_KEY, layer_volume, volume_layer_data
 from ..core.errors import FvlmInputError
-from ..core.geometry import display_scale_translate, voxel_to_world
+from ..core.geometry import display_scale_translate, ras_to_display, voxel_to_world
 from ..core.volume import Volume
-from .jobs import AnalysisRequest, AnatomySource
+from .jobs import AnalysisRequest, AnatomyChoice
 
-HEATMAP_KEY = "fvlm_heatmap"  # layer metadata: "finding" or "query" on the heatmap layers made here
 HEATMAP_COLORMAP = "inferno"
 HEATMAP_OPACITY = 0.7
 HIDDEN = np.zeros(4, np.float32)
-
-
-def ras_to_napari_world(ras_xyz) -> np.ndarray:
-    """napari world (z, y, x) = LPS mm of a RAS point [x, y, z]."""
-    x, y, z = (float(v) for v in ras_xyz)
-    return np.array([z, -y, -x])
 
 
 def heatmap_peak_ras(heatmap) -> list[float]:
@@ -87,14 +80,14 @@ class LayerWiring:
         ct = self.ct_volume(ct_layer)
         if choices.anatomy_kind == "labels":
             layer = self.find(choices.labels_layer)
-            anatomy = AnatomySource("labels", layer_state=self.labels_state(layer),
+            anatomy = AnatomyChoice("labels", layer_state=self.labels_state(layer),
                                     description=f"Labels layer '{layer.name}'", layer=layer.name)
         elif choices.anatomy_kind == "file":
             if not choices.mask_path:
                 raise FvlmInputError("Choose the mask file (Anatomy → Mask file → Browse…).")
-            anatomy = AnatomySource("file", path=choices.mask_path, description=choices.mask_path)
+            anatomy = AnatomyChoice("file", path=choices.mask_path, description=choices.mask_path)
         else:
-            anatomy = AnatomySource("totalseg", description="TotalSegmentator (fast)")
+            anatomy = AnatomyChoice("totalseg")
         if not choices.model_source:
             raise FvlmInputError("Choose the checkpoint folder (Model → Checkpoint folder → Browse…).")
         return AnalysisRequest(ct, ct_layer.name, anatomy, choices.model_source, choices.device)
@@ -139,14 +132,14 @@ class LayerWiring:
             if not np.allclose(layer.contrast_limits, limits):
                 layer.contrast_limits = limits
             layer.metadata[HEATMAP_KEY] = kind
-            layer.metadata["fvlm_affine"] = np.asarray(shown.affine, float).copy()
+            layer.metadata[AFFINE_KEY] = np.asarray(shown.affine, float).copy()
             if not layer.visible:
                 layer.visible = True
             return layer
         layer = self.viewer.add_image(
             shown.values, name=name, scale=scale, translate=translate, colormap=HEATMAP_COLORMAP,
             blending="additive", opacity=HEATMAP_OPACITY, contrast_limits=limits, interpolation2d="linear",
-            metadata={HEATMAP_KEY: kind, "fvlm_affine": np.asarray(shown.affine, float).copy()})
+            metadata={HEATMAP_KEY: kind, AFFINE_KEY: np.asarray(shown.affine, float).copy()})
         layer.colorbar.visible = True  # every map is a probability on the same fixed scale
         return layer
 
@@ -170,12 +163,12 @@ class LayerWiring:
         """
         from napari.utils.colormaps import CyclicLabelColormap, DirectLabelColormap
 
-        original = layer.metadata.get("fvlm_label_colormap")
+        original = layer.metadata.get(LABEL_COLORMAP_KEY)
         if original is None:
             original = layer.colormap
             if not isinstance(original, (CyclicLabelColormap, DirectLabelColormap)):
                 return
-            layer.metadata["fvlm_label_colormap"] = original
+            layer.metadata[LABEL_COLORMAP_KEY] = original
         ids = [int(i) for i in all_ids]
         colors = original.map(np.asarray(ids, dtype=layer.data.dtype)) if ids else []
         shown = {int(i) for i in visible_ids}
@@ -185,7 +178,7 @@ class LayerWiring:
 
     def jump_to(self, ras_xyz) -> float:
         """Move the axial slider to a RAS point's slice; returns the napari world z."""
-        z = float(ras_to_napari_world(ras_xyz)[0])
+        z = float(ras_to_display(ras_xyz)[0])
         self.viewer.dims.set_point(0, z)
         return z
 

@@ -9,10 +9,12 @@ axes: the first as screen rows, the second as columns, each either way round (na
 
 from __future__ import annotations
 
+from ..core.geometry import DISPLAY_AXES_RAS
+
 # world axis -> (letter where the axis grows, letter where it shrinks)
 AXIS_LETTERS = {0: ("S", "I"), 1: ("P", "A"), 2: ("L", "R")}
 # world axis -> (the RAS coordinate's name, the sign from napari world to RAS)
-AXIS_RAS = {0: ("z", 1.0), 1: ("y", -1.0), 2: ("x", -1.0)}
+AXIS_RAS = {axis: ("xyz"[coordinate], sign) for axis, (coordinate, sign) in enumerate(DISPLAY_AXES_RAS)}
 # the plane whose slices step along a world axis
 PLANE_OF_AXIS = {0: "axial", 1: "coronal", 2: "sagittal"}
 # radiological display: dims order and camera orientation (rows, columns) per plane

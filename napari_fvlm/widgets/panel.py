@@ -13,8 +13,9 @@ from qtpy.QtWidgets import QScrollArea, QStyle, QVBoxLayout, QWidget
 
 from ..core.errors import FvlmInputError
 from ..core.inference import models as model_sources
+from ..core.inference.session import AnalysisSession
 from . import dialogs, export_actions
-from .jobs import ModelCache, run_analysis, run_finding, run_query
+from .jobs import run_analysis, run_finding, run_query
 from .layers import LayerWiring, heatmap_peak_ras
 from .layout import PanelView
 from .progress_report import ProgressReport
@@ -52,7 +53,7 @@ class FvlmPanel(QWidget):
         self._pending_finding: tuple[str, str] | None = None  # the last row chosen while a job ran
         self._opening = None  # the worker reading a CT, while it runs
         self.runner = Runner()
-        self.models = ModelCache()
+        self.session = AnalysisSession()
         self.progress = ProgressReport(self.view.progress)
         self.close_watcher = CloseWatcher(self.shutdown, self)
         scroll = QScrollArea()
@@ -128,7 +129,7 @@ class FvlmPanel(QWidget):
             return False
         then = Continuations(self._analysis_done, self._analysis_refused, self._analysis_cancelled,
                              self._analysis_failed)
-        self.runner.start("analysis", run_analysis, request, self.models, then=then, with_progress=True)
+        self.runner.start("analysis", run_analysis, request, self.session, then=then, with_progress=True)
         self.view.set_running(True)
         self.view.say(f"Analyzing {request.ct_name}…")
         self.progress.start()

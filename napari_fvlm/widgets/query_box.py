@@ -4,8 +4,7 @@ and the queries asked so far (click one to show it again)."""
 from __future__ import annotations
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (QCheckBox, QGridLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                            QWidget)
+from qtpy.QtWidgets import QCheckBox, QGridLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QWidget
 
 TOP_ANATOMIES = 5
 

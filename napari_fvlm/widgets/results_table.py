@@ -8,61 +8,18 @@ values are not probabilities of anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
+from ..core.inference.ranking import UNCALIBRATED, RankedScore, ranked_scores
+
 COLUMNS = ("#", "Anatomy", "Finding", "Probability", "Threshold")
 RANK, ANATOMY, FINDING, PROBABILITY, THRESHOLD = range(len(COLUMNS))
 KEY_ROLE = Qt.ItemDataRole.UserRole
-UNCALIBRATED = "uncalibrated"
 
 
-@dataclass(frozen=True)
-class TableRow:
-    """One shown score: its rank, the raw probability and, when calibrated, its `CalibratedScore`."""
-
-    rank: int
-    anatomy: str
-    finding: str
-    raw: float
-    calibrated: object | None  # core.inference.calibration.CalibratedScore
-
-    @property
-    def above(self) -> bool | None:
-        return None if self.calibrated is None else self.calibrated.above
-
-    @property
-    def shown_probability(self) -> str:
-        return UNCALIBRATED if self.calibrated is None else f"{self.calibrated.probability:.3f}"
-
-    @property
-    def shown_threshold(self) -> str:
-        if self.calibrated is None:
-            return "—"
-        if not self.calibrated.separates:
-            return "not separated"
-        word = "above" if self.calibrated.above else "below"
-        return f"{word} {self.calibrated.threshold:.2f}"
-
-
-def table_rows(scores: dict[str, dict[str, float]], calibrated: dict | None = None) -> list[TableRow]:
-    """Rows in rank order: calibrated scores above threshold, then the other calibrated ones (each
-    by calibrated probability), then uncalibrated scores by raw probability; ties by name."""
-    calibrated = calibrated or {}
-    keyed = []
-    for anatomy, findings in scores.items():
-        for finding, raw in findings.items():
-            scored = calibrated.get(anatomy, {}).get(finding)
-            key = (0 if scored.above else 1, -scored.probability) if scored else (2, -float(raw))
-            keyed.append((key, anatomy, finding, float(raw), scored))
-    keyed.sort(key=lambda item: (item[0], item[1], item[2]))
-    return [TableRow(i + 1, a, f, raw, scored) for i, (_k, a, f, raw, scored) in enumerate(keyed)]
-
-
-def row_color(row: TableRow) -> QColor | None:
+def row_color(row: RankedScore) -> QColor | None:
     """Warm for a score above its threshold, stronger with its calibrated probability; else none."""
     if not row.above:
         return None
@@ -77,7 +34,7 @@ class ResultsTable(QTableWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(0, len(COLUMNS), parent)
-        self._rows: dict[tuple[str, str], TableRow] = {}
+        self._rows: dict[tuple[str, str], RankedScore] = {}
         self.setHorizontalHeaderLabels(COLUMNS)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -98,7 +55,7 @@ class ResultsTable(QTableWidget):
         """Fill the table in rank order (the user may re-sort by any column)."""
         self.setSortingEnabled(False)
         self.clearContents()
-        rows = table_rows(scores, calibrated)
+        rows = ranked_scores(scores, calibrated)
         self._rows = {(r.anatomy, r.finding): r for r in rows}
         self.setRowCount(len(rows))
         for index, row in enumerate(rows):
@@ -125,7 +82,7 @@ class ResultsTable(QTableWidget):
         self.sortItems(RANK, Qt.SortOrder.AscendingOrder)
 
     @staticmethod
-    def _tooltip(row: TableRow) -> str:
+    def _tooltip(row: RankedScore) -> str:
         where = f"{row.finding} in {row.anatomy.replace('_', ' ')}"
         if row.calibrated is None:
             return (f"{where}: rank {row.rank}, raw zero-shot score {row.raw:.3f} (uncalibrated: "
@@ -142,7 +99,7 @@ class ResultsTable(QTableWidget):
         return {frozenset({True}): "calibrated", frozenset({False}): UNCALIBRATED}.get(
             frozenset(flags), "partly calibrated")
 
-    def rows(self) -> list[TableRow]:
+    def rows(self) -> list[RankedScore]:
         """What the table shows, in display order."""
         return [self._rows[self.item(row, 0).data(KEY_ROLE)] for row in range(self.rowCount())]
 

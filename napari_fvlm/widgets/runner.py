@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from qtpy.QtCore import QEvent, QObject, Signal
 
-from .jobs import Cancelled, Refused, guarded
+from .jobs import CANCELLED, Refused, guarded
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Runner(QObject):
         then = self._take()
         if isinstance(outcome, Refused):
             then.refused(outcome.message)
-        elif isinstance(outcome, Cancelled):
+        elif outcome is CANCELLED:
             then.cancelled()
         else:
             then.done(outcome)

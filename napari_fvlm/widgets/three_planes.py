@@ -10,6 +10,8 @@ orientation (superior up) so its letters are the patient's (`orientation.PLANES`
 
 from __future__ import annotations
 
+import contextlib
+
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
@@ -210,10 +212,9 @@ class _PropertyMirror:
     def __call__(self, _event=None) -> None:
         value = getattr(self.layer, self.name)
         for copy in self.copies.values():
-            try:
+            # a property that is not meaningful on the copy is left (napari checks it itself)
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
                 setattr(copy, self.name, value)
-            except (ValueError, TypeError, AttributeError):
-                pass  # a property that is not meaningful on the copy (napari checks it itself)
 
 
 class _Refresh:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-
 from qtpy.QtCore import QEvent, QObject, QTimer
 
 from .canvas_overlay import PlaneOverlay
@@ -80,7 +79,7 @@ class ViewerLayout(QObject):
         main_window(viewer).installEventFilter(self._close_filter)
 
     @classmethod
-    def of(cls, viewer) -> "ViewerLayout":
+    def of(cls, viewer) -> ViewerLayout:
         """The layout of ``viewer``'s window (made once, shared by every panel of that window)."""
         layout = main_window(viewer).findChild(cls)
         return layout if layout is not None else cls(viewer)

@@ -1,10 +1,20 @@
-"""CT window presets (lung, mediastinum, bone, abdomen, brain) for the selected image layer."""
+"""CT window presets (lung, mediastinum, bone, abdomen, brain) for an image layer.
 
-from __future__ import annotations
+The plugin's "CT window presets" widget is a magicgui form: napari fills the layer choice and
+keeps it in step with the viewer; Apply sets the chosen window. (No postponed annotations here:
+magicgui reads the parameter types at run time.)
+"""
 
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from enum import Enum
 
-from ..core.windows import WINDOW_PRESETS, contrast_limits
+from magicgui import magic_factory
+from napari.layers import Image
+
+from ..core.windows import DEFAULT_WINDOW, WINDOW_PRESETS, contrast_limits
+
+WindowPreset = Enum("WindowPreset", {name: name for name in WINDOW_PRESETS})
+PRESET_HELP = "; ".join(f"{name}: level {level:g}, width {width:g} HU"
+                        for name, (level, width) in WINDOW_PRESETS.items())
 
 
 def apply_window(layer, preset: str) -> None:
@@ -19,35 +29,9 @@ def set_limits(layer, low: float, high: float) -> None:
     layer.contrast_limits = (low, high)
 
 
-class WindowPresetsWidget(QWidget):
-    """One button per preset; applies to the active Image layer (or the first one)."""
-
-    def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("CT window (level / width, HU)"))
-        row = QHBoxLayout()
-        for name, (level, width) in WINDOW_PRESETS.items():
-            button = QPushButton(name)
-            button.setToolTip(f"level {level:g}, width {width:g}")
-            button.clicked.connect(lambda _=False, n=name: self.apply(n))
-            row.addWidget(button)
-        layout.addLayout(row)
-        layout.addStretch()
-
-    def target_layer(self):
-        from napari.layers import Image
-
-        active = self.viewer.layers.selection.active
-        if isinstance(active, Image):
-            return active
-        return next((layer for layer in self.viewer.layers if isinstance(layer, Image)), None)
-
-    def apply(self, preset: str) -> None:
-        layer = self.target_layer()
-        if layer is None:
-            from napari.utils.notifications import show_info
-            show_info("Open a CT first: window presets apply to an image layer.")
-            return
-        apply_window(layer, preset)
+@magic_factory(call_button="Apply", layer={"label": "CT"},
+               preset={"widget_type": "RadioButtons", "orientation": "horizontal", "tooltip": PRESET_HELP})
+def window_presets(layer: Image, preset: WindowPreset = WindowPreset[DEFAULT_WINDOW]) -> None:
+    """Show ``layer`` in a radiological window."""
+    if layer is not None:
+        apply_window(layer, preset.value)

@@ -11,7 +11,7 @@ _EXPORTS = {
     "align": ("align_labels",),
     "catalog": ("AnatomyGroup", "GROUP_SETS", "group_set", "group_masks", "groups_for_class",
                 "lateral_groups", "resolve_query_anatomies"),
-    "providers": ("SegmentationProvider", "SegmentationCancelled", "MaskFileProvider", "VolumeProvider",
+    "providers": ("SegmentationProvider", "MaskFileProvider", "VolumeProvider",
                   "to_total_ids"),
     "totalseg": ("TotalSegmentatorProvider", "missing_models", "totalseg_weights_dir"),
 }

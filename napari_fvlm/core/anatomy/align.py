@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FvlmInputError
+from ..io.labels import present_values
 from ..resample import resample
 from ..volume import Volume
 
@@ -53,6 +54,6 @@ def align_labels(ct: Volume, labels: Volume) -> Volume:
     array = resample(labels.array, labels.affine, ct.affine, ct.shape, order=0)
     names = labels.labels
     if names is not None:
-        present = set(np.flatnonzero(np.bincount(array.ravel().astype(np.int64))).tolist())
+        present = set(present_values(array).tolist())
         names = {k: v for k, v in names.items() if k in present}
     return ct.with_array(array, names)

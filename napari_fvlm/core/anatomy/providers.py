@@ -12,50 +12,30 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import FvlmInputError
-from ..io.labels import is_placeholder
+from ..io.labels import is_placeholder, present_values
 from ..io.nifti import is_nifti_path, read_nifti
+from ..progress import Progress, check_cancel
 from ..volume import Volume
 from .align import align_labels
 from .totalseg_classes import TOTAL_CLASS_IDS, TOTAL_CLASSES
-
-Progress = Callable[[float, str], None]
-
-
-class SegmentationCancelled(Exception):
-    """The user cancelled a segmentation; nothing was produced."""
 
 
 class SegmentationProvider(Protocol):
     """Makes a `total`-id label Volume on a CT's grid.
 
     ``progress(fraction, message)`` is called from the calling thread; ``cancel`` is checked
-    between steps and stops the work with `SegmentationCancelled`.
+    between steps and stops the work with `core.progress.Cancelled`.
     """
 
     name: str
 
     def segment(self, ct: Volume, progress: Progress | None = None,
                 cancel: threading.Event | None = None) -> Volume: ...
-
-
-def check_cancel(cancel: threading.Event | None, what: str) -> None:
-    if cancel is not None and cancel.is_set():
-        raise SegmentationCancelled(f"{what} was cancelled.")
-
-
-def _present_values(array: np.ndarray, slab_voxels: int = 1 << 23) -> np.ndarray:
-    """Non-zero values present, counted slab by slab (bincount needs int64: 8x the memory)."""
-    flat = array.reshape(-1)
-    seen = np.zeros(int(flat.max(initial=0)) + 1, dtype=bool)
-    for start in range(0, flat.size, slab_voxels):
-        seen[np.flatnonzero(np.bincount(flat[start:start + slab_voxels].astype(np.int64)))] = True
-    seen[0] = False
-    return np.flatnonzero(seen)
 
 
 def to_total_ids(array: np.ndarray, names: dict[int, str] | None, source: str) -> tuple[np.ndarray, dict[int, str]]:
@@ -73,7 +53,7 @@ def to_total_ids(array: np.ndarray, names: dict[int, str] | None, source: str) -
         array = array.astype(np.int64)
     if array.size and array.min() < 0:
         raise FvlmInputError(f"{source}: holds negative values; a mask holds class ids (0 = background).")
-    present = _present_values(array)
+    present = present_values(array)
     names = {int(k): _class_name(v) for k, v in (names or {}).items() if not is_placeholder(v)}
     by_name = any(v in TOTAL_CLASS_IDS for v in names.values())
     if not names and present.size == 1:

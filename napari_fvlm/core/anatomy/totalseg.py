@@ -17,11 +17,12 @@ import time
 from collections import deque
 from pathlib import Path
 
-from ..errors import FvlmInputError
+from ..errors import FvlmInputError, FvlmRuntimeError, ProcessOutput
 from ..io.nifti import read_nifti, write_nifti
+from ..progress import Cancelled, Progress, check_cancel
 from ..volume import Volume
 from .align import align_labels
-from .providers import Progress, SegmentationCancelled, check_cancel, to_total_ids
+from .providers import to_total_ids
 from .totalseg_classes import TOTAL_CLASS_IDS
 from .totalseg_worker import download_command
 
@@ -127,7 +128,7 @@ class TotalSegmentatorProvider:
             out_path = Path(tmp) / "segmentation.nii"
             self._run(self.worker_command(ct_path, out_path), tmp, report, cancel)
             if not out_path.is_file():
-                raise FvlmInputError("TotalSegmentator finished without writing a segmentation.")
+                raise FvlmRuntimeError("TotalSegmentator finished without writing a segmentation.")
             result = read_nifti(out_path)
         array, names = to_total_ids(result.array, result.labels, "TotalSegmentator output")
         labels = align_labels(ct, Volume(array, result.affine, result.source, names))
@@ -152,7 +153,7 @@ class TotalSegmentatorProvider:
             while process.poll() is None:
                 if cancel is not None and cancel.is_set():
                     _kill_tree(process)
-                    raise SegmentationCancelled("TotalSegmentator was cancelled.")
+                    raise Cancelled("TotalSegmentator was cancelled.")
                 _forward_progress(lines, report, stdout_tail)
                 time.sleep(0.05)
         except BaseException:
@@ -164,7 +165,8 @@ class TotalSegmentatorProvider:
         _forward_progress(lines, report, stdout_tail)
         if process.returncode != 0:
             reason = _failure_line(stderr_tail, stdout_tail, process.returncode)
-            raise FvlmInputError(f"TotalSegmentator failed: {reason}")
+            output = "\n".join(stderr_tail) or "\n".join(stdout_tail)  # its traceback, else what it printed
+            raise FvlmRuntimeError(f"TotalSegmentator failed: {reason}") from ProcessOutput(output)
 
 
 class _Monotonic:

@@ -3,8 +3,9 @@
 Usage: ``python -m napari_fvlm.core.anatomy.totalseg_worker CT.nii OUT.nii [--fast] [--device D]
 [--roi-subset a,b] [--scratch DIR]``, with D in TotalSegmentator's words (cpu, gpu, mps). Writes
 TotalSegmentator's multilabel output to OUT, progress lines (``FVLM-PROGRESS <fraction> <message>``)
-to stdout and, on failure, one ``FVLM-ERROR`` line to stderr. Inside this process TotalSegmentator sends nothing anywhere: its usage statistics, its
-config writes and its weight downloads are replaced, and any non-local connection is refused.
+to stdout and, on failure, one ``FVLM-ERROR`` line to stderr. Inside this process TotalSegmentator
+sends nothing anywhere: its usage statistics, its config writes and its weight downloads are
+replaced, and any non-local connection is refused.
 
 Keep the top level light: nnU-Net's spawned helpers import this module again.
 """
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
         return _fail(str(stop.code))
     except MissingWeights as err:
         return _fail(str(err))
-    except Exception as err:  # one line for the provider, the traceback for whoever reads stderr
+    except Exception as err:  # noqa: BLE001 -- one line for the provider, the traceback for whoever reads stderr
         traceback.print_exc()
         return _fail(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
     return 0

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..anatomy.align import align_labels
+from ..progress import Progress, check_cancel
 from ..volume import Volume
 from .calibration import CalibratedScore, Calibration, calibrated_scores
-from .encoding import EncodedCT, Progress, check_cancel, encode_ct
+from .encoding import EncodedCT, encode_ct
 from .grounding import Grounding, Heatmap, finding_heatmap, ground_query
 from .preprocess import prepare_for_model
 from .scoring import zero_shot_scores
@@ -125,8 +126,10 @@ class Analyzer:
 
     def analyze(self, ct: Volume, labels: Volume, queries=(), key=None, progress: Progress | None = None,
                 cancel: threading.Event | None = None) -> tuple[EncodedCT, Analysis]:
-        """Encode (or reuse), score every anatomy x finding, ground each query."""
+        """Encode (or reuse), score every anatomy x finding, ground each query. The timings of a
+        reused encoding are not repeated: they belong to the analysis that made it."""
         start = time.perf_counter()
+        reused = key is not None and key in self._encoded
         encoded = self.encode(ct, labels, key, progress, cancel)
         check_cancel(cancel)
         if progress is not None:
@@ -136,7 +139,7 @@ class Analyzer:
         for query in queries:
             check_cancel(cancel)
             grounded.append(self.ground(encoded, query))
-        timing = {**encoded.timing_s, "total": time.perf_counter() - start}
+        timing = {**({} if reused else encoded.timing_s), "total": time.perf_counter() - start}
         if progress is not None:
             progress(1.0, "done")
         return encoded, Analysis(scores, list(encoded.absent), grounded, timing, self.calibrated(scores),

@@ -88,7 +88,7 @@ class PlattMap:
                 "positives": self.positives, "negatives": self.negatives, "auc": self.auc}
 
     @classmethod
-    def from_dict(cls, data, level: str, where: str, min_auc: float = 0.0) -> "PlattMap":
+    def from_dict(cls, data, level: str, where: str, min_auc: float = 0.0) -> PlattMap:
         if not isinstance(data, dict):
             raise FvlmInputError(f"{where} is not an object")
         missing = [k for k in ("slope", "intercept", "threshold", "positives", "negatives") if k not in data]
@@ -141,9 +141,9 @@ class Calibration:
     model: str = ""
     weights_fingerprint: str | None = None
     fitted_on: dict = field(default_factory=dict)
-    maps: "Calibration | None" = None  # the heatmaps' own maps, fitted on validation map peaks
+    maps: Calibration | None = None  # the heatmaps' own maps, fitted on validation map peaks
 
-    def for_maps(self) -> "Calibration":
+    def for_maps(self) -> Calibration:
         """The calibration heatmaps use: their own when fitted, else the scores' (older files)."""
         return self.maps or self
 
@@ -195,7 +195,7 @@ class Calibration:
                 "overall": self.overall.to_dict() if self.overall else None}
 
     @classmethod
-    def from_dict(cls, data) -> "Calibration":
+    def from_dict(cls, data) -> Calibration:
         """Validated; FvlmInputError (one line, without the file name) for anything malformed."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise FvlmInputError(f"not a calibration file (its \"format\" is not \"{FORMAT}\")")

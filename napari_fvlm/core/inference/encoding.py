@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,18 +17,8 @@ import torch
 from ..errors import FvlmInputError
 from ..model.fvlm import FvlmModel, inference_context
 from ..model.pooling import token_mask
+from ..progress import Progress, check_cancel
 from .preprocess import ModelInput
-
-Progress = Callable[[float, str], None]
-
-
-class AnalysisCancelled(Exception):
-    """The user cancelled; nothing was produced."""
-
-
-def check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise AnalysisCancelled("analysis cancelled")
 
 
 @dataclass
@@ -45,7 +34,7 @@ class EncodedCT:
     absent: list[str]
     cut: dict[str, bool]
     timing_s: dict[str, float] = field(default_factory=dict)
-    fine: "FineVoxels | None" = None  # a focal model's per-voxel features, for fine heatmaps
+    fine: FineVoxels | None = None  # a focal model's per-voxel features, for fine heatmaps
 
     @property
     def anatomies(self) -> list[str]:

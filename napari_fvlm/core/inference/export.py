@@ -1,4 +1,4 @@
-"""Writing an analysis: findings.json and heatmaps as NIfTI on the CT's own grid and affine.
+"""Writing an analysis: findings.json, findings.csv and heatmaps as NIfTI on the CT's own grid and affine.
 
 Everything is written into a temporary sibling folder first and moved into place at the end,
 so a failure or a cancel never leaves half an output folder.
@@ -23,6 +23,7 @@ from ..volume import Volume
 from .analyzer import Analysis
 from .calibration import CALIBRATION_FILE, VERSION
 from .grounding import Heatmap
+from .ranking import findings_csv
 
 RESEARCH_NOTICE = "Research use only; not for diagnosis."
 OUTPUT_NAMES = {"findings.json", "findings.csv", "heatmaps"}
@@ -127,7 +128,7 @@ def staged_output(out: str | Path, outputs=OUTPUT_NAMES):
 
 def write_analysis(out: str | Path, ct: Volume, analysis: Analysis, heatmaps: dict[str, tuple[Heatmap, dict]],
                    model_info: dict, extra: dict | None = None) -> Path:
-    """Write findings.json and heatmaps/*.nii.gz into ``out`` atomically; returns ``out``.
+    """Write findings.json, findings.csv and heatmaps/*.nii.gz into ``out`` atomically; returns ``out``.
 
     ``heatmaps`` maps a key ("query:<i>" or any finding key) to (heatmap, description fields).
     """
@@ -145,4 +146,5 @@ def write_analysis(out: str | Path, ct: Volume, analysis: Analysis, heatmaps: di
             list(pool.map(lambda key: write_heatmap(heatmaps[key][0], ct, staging / files[key]["file"]), files))
         document = findings_document(analysis, files, model_info, ct, extra)
         (staging / "findings.json").write_text(json.dumps(document, indent=2))
+        (staging / "findings.csv").write_bytes(findings_csv(analysis).encode())
     return out

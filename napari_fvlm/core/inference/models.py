@@ -49,7 +49,7 @@ def _from_hub(name: str, repo_id: str, revision: str | None, download: bool) -> 
         raise FvlmInputError(f"'{repo_id}'{at} is not in the local model cache; download it once with "
                              f"`fvlm download {name}` (needs internet), or convert the official "
                              "checkpoint with `fvlm convert-official`.") from None
-    except Exception as err:  # network or hub errors when a download was asked for
+    except Exception as err:  # noqa: BLE001 -- network or hub errors when a download was asked for
         raise FvlmInputError(f"Could not download '{repo_id}': {str(err).splitlines()[0]}") from None
 
 
@@ -63,10 +63,11 @@ def load_model(source=None, device: str = "auto", download: bool = False):
     return model, folder
 
 
-def load_analyzer(source=None, device: str = "auto", download: bool = False):
+def load_analyzer(source=None, device: str = "auto", download: bool = False, protocol: str | None = None):
     """An `Analyzer` of the model with its folder's calibration (read first: a bad calibration
     file is refused before the weights load); its ``calibration`` is None when uncalibrated.
-    A calibrated model scores the finding set it was calibrated on, an uncalibrated one all."""
+    A calibrated model scores the finding set it was calibrated on, an uncalibrated one all.
+    ``protocol`` overrides the config's inference protocol ("reference" or "single-pass")."""
     from .analyzer import Analyzer
     from .calibration import read_calibration
     from .findings import FINDING_SETS
@@ -74,7 +75,8 @@ def load_analyzer(source=None, device: str = "auto", download: bool = False):
     calibration = read_calibration(resolve_model_source(source, download))
     model, _folder = load_model(source, device, download)
     finding_set = calibration.fitted_on.get("finding_set") if calibration else None
-    return Analyzer(model, finding_set=finding_set if finding_set in FINDING_SETS else "all", calibration=calibration)
+    return Analyzer(model, finding_set=finding_set if finding_set in FINDING_SETS else "all", calibration=calibration,
+                    protocol=protocol)
 
 
 def pick_device(device: str = "auto") -> str:

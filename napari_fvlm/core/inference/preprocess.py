@@ -60,7 +60,8 @@ def model_grid(ct: Volume, lo_zyx: np.ndarray, hi_zyx: np.ndarray, spacing_zyx, 
     """Affine and shape of the padded model grid centred on the CT voxel box [lo, hi)."""
     spacing_zyx = np.asarray(spacing_zyx, float)
     ct_spacing = ct.spacing
-    extent_mm = (hi_zyx - lo_zyx) * ct_spacing + 2 * np.array([MARGIN_SLICES, MARGIN_PIXELS, MARGIN_PIXELS]) * spacing_zyx
+    margins_mm = 2 * np.array([MARGIN_SLICES, MARGIN_PIXELS, MARGIN_PIXELS]) * spacing_zyx
+    extent_mm = (hi_zyx - lo_zyx) * ct_spacing + margins_mm
     shape = np.maximum(_round_up(np.ceil(extent_mm / spacing_zyx), patch_zyx), min_shape_zyx)
     shape = _round_up(shape, patch_zyx)
     centre_voxel = (lo_zyx + hi_zyx - 1) / 2.0

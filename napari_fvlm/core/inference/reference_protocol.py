@@ -41,8 +41,9 @@ from ..errors import FvlmInputError
 from ..geometry import spacing_xyz
 from ..model.fvlm import FvlmModel, inference_context
 from ..model.pooling import token_mask
+from ..progress import Progress, check_cancel
 from ..volume import Volume
-from .encoding import EncodedCT, Progress, check_cancel, token_grid_affine
+from .encoding import EncodedCT, token_grid_affine
 from .preprocess import window
 
 ORGANS = ("lung", "heart", "esophagus", "aorta")  # the reference's organ ids 1..4

@@ -23,7 +23,13 @@ from ..errors import FvlmInputError
 from ..geometry import lps_to_ras, reorientation_for
 from ..volume import SourceInfo, Volume
 from .dicom_files import (
-    DicomFile, decode_slice, has_dicm_preamble, is_ct_image, iter_files, require_decoder, scan_folder,
+    DicomFile,
+    decode_slice,
+    has_dicm_preamble,
+    is_ct_image,
+    iter_files,
+    require_decoder,
+    scan_folder,
     unreadable_message,
 )
 from .dicom_geometry import stack_slices, tag_numbers, tag_text

@@ -112,7 +112,7 @@ def scan_folder(folder: Path, *, pixels: bool) -> FolderScan:
             ds = pydicom.dcmread(path, stop_before_pixels=not pixels)  # refuses files without "DICM"
         except InvalidDicomError:
             continue  # not DICOM at all: notes, thumbnails, Finder litter
-        except Exception as exc:  # pydicom raises many types for broken files
+        except Exception as exc:  # noqa: BLE001 -- pydicom raises many types for broken files
             scan.unreadable.append((name, f"{type(exc).__name__}: {exc}"))
             continue
         if not is_image_dataset(ds) or (pixels and "PixelData" not in ds):

@@ -57,7 +57,7 @@ class SliceHeader:
     normal: np.ndarray  # unit slice normal, row cosine x column cosine
 
     @classmethod
-    def from_dataset(cls, ds) -> "SliceHeader":
+    def from_dataset(cls, ds) -> SliceHeader:
         """Raises KeyError (missing tag) or ValueError (malformed tag)."""
         ipp, iop = tag_numbers(ds, "ImagePositionPatient"), tag_numbers(ds, "ImageOrientationPatient")
         spacing, thickness = tag_numbers(ds, "PixelSpacing"), tag_numbers(ds, "SliceThickness")

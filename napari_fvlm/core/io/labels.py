@@ -24,6 +24,18 @@ MAX_LABEL_VALUE = 1000
 MAX_DISTINCT_LABELS = 256
 MAX_DENSE_LABELS = 128  # more values than this, filling over half of 1..max: an image
 DENSE_SHARE = 0.5
+SLAB_VOXELS = 1 << 23  # counted a slab at a time: bincount needs int64, 8x a uint8 mask's memory
+
+
+def present_values(array: np.ndarray, background: bool = False) -> np.ndarray:
+    """The distinct values of a non-negative integer (label) array, ascending; 0 only when
+    ``background`` and present."""
+    flat = np.asarray(array).reshape(-1)
+    seen = np.zeros(int(flat.max(initial=0)) + 1, dtype=bool)
+    for start in range(0, flat.size, SLAB_VOXELS):
+        seen[np.flatnonzero(np.bincount(flat[start:start + SLAB_VOXELS].astype(np.int64)))] = True
+    seen[0] &= background
+    return np.flatnonzero(seen)
 
 
 def label_values(array: np.ndarray, header=None, declared: bool = False) -> np.ndarray | None:
@@ -41,7 +53,7 @@ def label_values(array: np.ndarray, header=None, declared: bool = False) -> np.n
         lo, hi = int(array.min()), int(array.max())
         if lo < 0 or hi > MAX_LABEL_VALUE or hi == 0:
             return None
-    present = np.flatnonzero(np.bincount(array.ravel().astype(np.int64)))
+    present = present_values(array, background=True)
     if not declared and present.size > MAX_DISTINCT_LABELS:
         return None
     if not declared and present.size > MAX_DENSE_LABELS and present.size >= DENSE_SHARE * hi:

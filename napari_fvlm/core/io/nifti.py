@@ -21,8 +21,14 @@ from ..errors import FvlmInputError
 from ..geometry import reorientation_for
 from ..volume import SourceInfo, Volume
 from .files import write_atomic
-from .labels import (label_names_extension, label_names_from_extensions, label_names_from_json, label_values,
-                     name_labels, sidecar_path)
+from .labels import (
+    label_names_extension,
+    label_names_from_extensions,
+    label_names_from_json,
+    label_values,
+    name_labels,
+    sidecar_path,
+)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _HEADER_SIZES = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
@@ -70,7 +76,7 @@ def _parse_header(data: bytes, path: Path):
             if len(data) >= 4 and int(np.frombuffer(data[:4], dtype=f"{order}i4")[0]) == size:
                 try:
                     return header_class.from_fileobj(BytesIO(data))
-                except Exception as err:  # nibabel raises several types for bad headers
+                except Exception as err:  # noqa: BLE001 -- nibabel raises several types for bad headers
                     raise FvlmInputError(f"{path.name}: invalid NIfTI header ({err}).") from None
     raise FvlmInputError(f"{path.name}: not a NIfTI file (no NIfTI-1/2 header); is it another format renamed?")
 
@@ -98,7 +104,7 @@ def _voxels(data: bytes, header, path: Path) -> np.ndarray:
         scaled = array * np.float32(slope) + np.float32(inter or 0)
         if np.issubdtype(dtype, np.integer) and float(slope).is_integer() and float(inter or 0).is_integer():
             lo, hi = scaled.min(), scaled.max()
-            if -32768 <= lo and hi <= 32767:
+            if lo >= -32768 and hi <= 32767:
                 scaled = scaled.astype(np.int16)
         array = scaled
     return array

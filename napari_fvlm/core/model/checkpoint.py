@@ -19,9 +19,9 @@ import torch
 
 from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.model.config import (
-    PICKLE_SUFFIXES,
     CHECKPOINT_CONFIG_FILE,
     CHECKPOINT_WEIGHTS_FILE,
+    PICKLE_SUFFIXES,
     checkpoint_config_json,
     looks_like_pickle,
     read_checkpoint_config,
@@ -96,7 +96,7 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise FvlmInputError(f"'{path}' {_PICKLE_MESSAGE}.")
     try:
         return load_file(str(path), device="cpu")
-    except Exception as error:  # safetensors raises its own error type for truncated/corrupt files
+    except Exception as error:  # noqa: BLE001 -- safetensors raises its own error type for truncated/corrupt files
         raise FvlmInputError(
             f"'{path}' is damaged or truncated ({str(error).strip()[:120]}); copy or download it again."
         ) from None

@@ -90,7 +90,7 @@ def map_name(name: str) -> str | None:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # refused pickle content, damaged archive, not a torch file
+    except Exception as error:  # noqa: BLE001 -- refused pickle content, damaged archive, not a torch file
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise FvlmInputError(
             f"'{path.name}' could not be read as a tensors-only PyTorch checkpoint ({first[:160]})."
@@ -131,7 +131,8 @@ def map_state_dict(reference: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
         raise FvlmInputError("The checkpoint has no temperature ('temp'); it is not an official fVLM checkpoint.")
     if not math.isfinite(temperature) or temperature <= 0:
         raise FvlmInputError(f"The checkpoint's temperature {temperature} is not a positive number; it is damaged.")
-    notes = [f"dropped {cross} cross-attention tensors of the text encoder (unused by text-only encoding)"] if cross else []
+    dropped = f"dropped {cross} cross-attention tensors of the text encoder (unused by text-only encoding)"
+    notes = [dropped] if cross else []
     return mapped, temperature, notes
 
 

@@ -69,7 +69,7 @@ class FvlmModel(nn.Module):
         """(B, 1, Z, Y, X) float in [0, 1] -> (token levels, each (B, N, width); grid (Zt, Yt, Xt)).
         ``shapes``: each image's own (z, y, x) in a padded batch (see `VisionTransformer3d`)."""
         if not torch.is_tensor(images) or not images.is_floating_point():
-            raise FvlmInputError("encode_image takes a float tensor scaled to [0, 1] (HU window applied).")
+            raise TypeError("encode_image takes a float tensor scaled to [0, 1] (HU window applied).")
         return self.vision(images.to(self.device), shapes)
 
     def token_masks(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -90,7 +90,7 @@ class FvlmModel(nn.Module):
         if self.focal is None:
             return None
         if focal is None:
-            raise FvlmInputError("This model has a focal branch: it needs the focal channels and voxel masks.")
+            raise ValueError("This model has a focal branch: it needs the focal channels and voxel masks.")
         pooled = self.focal([(v.to(self.device), m.to(self.device)) for v, m in focal])
         return {name: pooled[:, i] for i, name in enumerate(names)}
 

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_fvlm.core.errors import FvlmInputError
 from napari_fvlm.core.model.config import ModelConfig
 
 
@@ -26,7 +25,7 @@ def token_mask(mask: torch.Tensor | np.ndarray, patch_zyx: tuple[int, int, int])
     """
     mask = torch.as_tensor(mask)
     if mask.ndim not in (3, 4):
-        raise FvlmInputError(f"An anatomy mask must be (z, y, x) or (batch, z, y, x), got {tuple(mask.shape)}.")
+        raise ValueError(f"An anatomy mask must be (z, y, x) or (batch, z, y, x), got {tuple(mask.shape)}.")
     batched = mask if mask.ndim == 4 else mask[None]
     pooled = F.max_pool3d(batched[:, None].float(), kernel_size=patch_zyx, stride=patch_zyx)[:, 0] > 0
     return pooled if mask.ndim == 4 else pooled[0]
@@ -87,7 +86,7 @@ class AnatomyPooling(nn.Module):
 
     def anatomy_index(self, anatomy: str) -> int:
         if anatomy not in self.anatomies:
-            raise FvlmInputError(
+            raise ValueError(
                 f"The model knows no anatomy '{anatomy}'; it knows {', '.join(self.anatomies)}."
             )
         return self.anatomies.index(anatomy)
@@ -105,7 +104,8 @@ class AnatomyPooling(nn.Module):
         return self.project(pooled, flags, focal), flags
 
     def attention_pooled(self, levels: list[torch.Tensor], grid: tuple[int, int, int],
-                         token_masks: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                         token_masks: dict[str, torch.Tensor]
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The attention-pooled token vectors {anatomy: (B, width)} before the projection, and
         the valid flags {anatomy: (B,) bool}."""
         if not token_masks:
@@ -117,7 +117,7 @@ class AnatomyPooling(nn.Module):
         for name in names:
             mask = torch.as_tensor(token_masks[name], device=levels[0].device)
             if tuple(mask.shape) != (batch, *grid):
-                raise FvlmInputError(
+                raise ValueError(
                     f"Token mask for '{name}' has shape {tuple(mask.shape)}, expected {(batch, *grid)} "
                     "(batch, token grid); build it with token_mask() from a mask of the encoded input."
                 )

@@ -173,13 +173,13 @@ class TextEncoder(nn.Module):
         self.model.requires_grad_(False)
         self.model.eval()
 
-    def train(self, mode: bool = True) -> "TextEncoder":
+    def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
         if self.frozen:
             self.model.eval()
         return self
 
-    def inference_copy(self) -> "TextEncoder":
+    def inference_copy(self) -> TextEncoder:
         """The encoder to answer queries with, never to train: on a CPU with native bfloat16 a
         frozen copy whose transformer is bfloat16 (a query's forward is bound by reading the
         weights, and half the bytes make it ~1.6x faster; embeddings stay within cosine 0.9999 of
@@ -200,7 +200,7 @@ class TextEncoder(nn.Module):
         """Texts -> (T, hidden) pooled transformer outputs, float32, before the projection;
         padding is per batch (longest text)."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise FvlmInputError("The text encoder takes a list of strings.")
+            raise TypeError("The text encoder takes a list of strings.")
         device = self.proj.weight.device
         if not texts:
             return torch.zeros(0, self.hidden_size, device=device)

@@ -172,18 +172,18 @@ class VisionTransformer3d(nn.Module):
         embedding see its own grid, and padding tokens are never attended to.
         """
         if images.ndim != 5 or images.shape[1] != 1:
-            raise FvlmInputError(
+            raise ValueError(
                 f"The image encoder takes a (batch, 1, z, y, x) tensor, got shape {tuple(images.shape)}."
             )
         if any(s < p for s, p in zip(images.shape[2:], self.patch_zyx)):
-            raise FvlmInputError(
+            raise ValueError(
                 f"Input {tuple(images.shape[2:])} (z, y, x) is smaller than one patch {self.patch_zyx}; "
                 "pad the crop to the model's minimum input shape."
             )
         grid = self.token_grid(images.shape[2:])
         grids = [grid] * images.shape[0] if shapes is None else [self.token_grid(s) for s in shapes]
         if len(grids) != images.shape[0] or any(g > b for own in grids for g, b in zip(own, grid)):
-            raise FvlmInputError(f"shapes {[tuple(map(int, s)) for s in shapes]} do not fit the batch "
+            raise ValueError(f"shapes {[tuple(map(int, s)) for s in shapes]} do not fit the batch "
                                  f"{tuple(images.shape[2:])}: one shape per image, none larger than the batch.")
         if all(own == grid for own in grids):
             x, keys = self._embed(images, grid), None

@@ -95,7 +95,7 @@ class FindingRequest:
     where: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "FindingRequest":
+    def parse(cls, text: str) -> FindingRequest:
         """'lung nodule:left lower lobe' -> FindingRequest('lung nodule', 'left lower lobe')."""
         name, _, where = text.partition(":")
         return cls(name.strip(), where.strip() or None)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..anatomy.totalseg_classes import TOTAL_CLASSES
 from ..errors import FvlmInputError
+from ..io.labels import present_values
 from ..volume import Volume
 from . import findings as lung_painters
 from . import findings_mediastinum as mediastinum_painters
@@ -151,8 +152,7 @@ def generate_phantom(seed: int, shape=(128, 256, 256), spacing_zyx=(2.5, 1.5, 1.
     normals = normal_sentences([(p.name, p.side) for p in placed], report_rng)
     report, sentences, impression = compose(finding_sentences, impression_lines, normals, report_rng)
 
-    present = np.flatnonzero(np.bincount(anatomy.ravel(), minlength=256))
-    anatomy_labels = {int(i): TOTAL_CLASSES[int(i)] for i in present if i}
+    anatomy_labels = {int(i): TOTAL_CLASSES[int(i)] for i in present_values(anatomy)}
     lesion_labels = {p.lesion_label: p.name for p in placed}
     return Phantom(ct, Volume(anatomy, affine.copy(), labels=anatomy_labels),
                    Volume(scene.lesions, affine.copy(), labels=lesion_labels), report, placed, int(seed),

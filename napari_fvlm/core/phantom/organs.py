@@ -11,8 +11,17 @@ import numpy as np
 from ..anatomy.totalseg_classes import TOTAL_CLASS_IDS as IDS
 from .layout import Layout, Tube
 from .shapes import Ellipsoid, Frame, tube
-from .tissue import (ABDOMEN, ESOPHAGUS_AIR, LOBE_IDS, MEDIASTINUM, STOMACH_AIR, STOMACH_FLUID,
-                     TRACHEA_AIR, Canvas, lookup)
+from .tissue import (
+    ABDOMEN,
+    ESOPHAGUS_AIR,
+    LOBE_IDS,
+    MEDIASTINUM,
+    STOMACH_AIR,
+    STOMACH_FLUID,
+    TRACHEA_AIR,
+    Canvas,
+    lookup,
+)
 
 _THORAX = lookup([MEDIASTINUM, *LOBE_IDS])
 _LUNG_TAPER_MM = 95.0  # height over which a lung narrows to its apex

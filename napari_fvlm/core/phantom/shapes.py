@@ -77,7 +77,7 @@ class Ellipsoid:
     def rotation(self) -> np.ndarray:
         return axial_rotation(self.angle)
 
-    def scaled(self, factor: float, pad_mm: float = 0.0) -> "Ellipsoid":
+    def scaled(self, factor: float, pad_mm: float = 0.0) -> Ellipsoid:
         return Ellipsoid(self.center, self.semi * factor + pad_mm, self.angle)
 
     def extent(self) -> np.ndarray:

@@ -29,7 +29,7 @@ def _tree(rng: np.random.Generator, roots: np.ndarray, directions: np.ndarray, l
     level; a child whose end leaves the lung gets one more random turn, then is dropped."""
     levels = []
     starts, directions = roots, directions / np.linalg.norm(directions, axis=1, keepdims=True)
-    for generation in range(_GENERATIONS):
+    for _generation in range(_GENERATIONS):
         ends = starts + directions * length
         levels.append((starts, ends, radius))
         length, radius = length * _SHRINK_LENGTH, radius * _SHRINK_RADIUS

@@ -38,7 +38,7 @@ _EXTRA: dict[int, tuple[int, float, float]] = {
 
 # bulk HU of the classes the phantom paints (unenhanced CT); (mean, spread between phantoms)
 _CLASS_HU: dict[str, tuple[float, float]] = {
-    **{lobe: (-850.0, 25.0) for lobe in LOBES},
+    **dict.fromkeys(LOBES, (-850.0, 25.0)),
     "heart": (40.0, 4.0), "aorta": (45.0, 4.0), "esophagus": (35.0, 4.0),
     "trachea": (30.0, 5.0),  # airway wall; the lumen is TRACHEA_AIR
     "liver": (60.0, 8.0), "spleen": (48.0, 4.0), "kidney_left": (32.0, 4.0),

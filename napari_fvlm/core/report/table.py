@@ -25,12 +25,12 @@ class FindingsTable:
     absent: list[str] = field(default_factory=list)  # the model's anatomies missing from the masks
 
     @classmethod
-    def from_analysis(cls, analysis, config) -> "FindingsTable":
+    def from_analysis(cls, analysis, config) -> FindingsTable:
         return cls(analysis.scores, analysis.calibrated, analysis.calibration is not None,
                    config.anatomy_group_set, config.name, list(analysis.absent))
 
     @classmethod
-    def from_document(cls, document: dict) -> "FindingsTable":
+    def from_document(cls, document: dict) -> FindingsTable:
         """From findings.json (docs/findings-json.md); FvlmInputError when it is not one."""
         try:
             anatomies = document["anatomies"]
