@@ -8,8 +8,8 @@ inside the worker thread, so opening the panel stays fast.
 from __future__ import annotations
 
 import threading
-import weakref
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
