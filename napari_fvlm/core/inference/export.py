@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FvlmInputError
+from ..io.files import usual_mode
 from ..io.nifti import write_nifti
 from ..resample import resample
 from ..volume import Volume
@@ -113,6 +114,7 @@ def staged_output(out: str | Path, outputs=OUTPUT_NAMES):
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        usual_mode(staging, directory=True)
         yield staging
         if out.exists():
             old = out.with_name(f".{out.name}.old")

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import FvlmInputError
+from ..io.files import usual_mode
 from ..volume import Volume
 from .generate import Phantom
 
@@ -57,6 +58,7 @@ def write_phantom(phantom: Phantom, out_dir) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".phantom-", dir=out))
+        usual_mode(staging, directory=True)
     except OSError as error:
         raise FvlmInputError(f"cannot create the folder {out} ({error.strerror}); "
                              f"choose a writable folder.") from None
