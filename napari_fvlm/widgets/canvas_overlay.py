@@ -14,7 +14,7 @@ from qtpy.QtGui import QColor, QFont, QPainter, QPen
 from qtpy.QtWidgets import QWidget
 
 from .._layers import AFFINE_KEY
-from .orientation import _name, edge_letters, slice_text
+from .orientation import _name, camera_of, edge_letters, slice_text
 
 LETTER_COLOR = QColor(255, 214, 10)
 TEXT_COLOR = QColor(230, 230, 230)
@@ -47,7 +47,7 @@ class PlaneOverlay(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground)
         self.setGeometry(canvas_widget.rect())
         canvas_widget.installEventFilter(_FollowParent(self))
-        camera, dims = viewer_model.camera.events, viewer_model.dims.events
+        camera, dims = camera_of(viewer_model).events, viewer_model.dims.events
         for emitter in (camera.center, camera.zoom, camera.orientation, dims.point, dims.order, dims.ndisplay,
                         viewer_model.layers.events.inserted, viewer_model.layers.events.removed):
             emitter.connect(self._changed)
@@ -73,7 +73,7 @@ class PlaneOverlay(QWidget):
         if not self.active():
             return {}
         displayed = tuple(self.viewer.dims.displayed)
-        return edge_letters(displayed, tuple(_name(o) for o in self.viewer.camera.orientation2d))
+        return edge_letters(displayed, tuple(_name(o) for o in camera_of(self.viewer).orientation2d))
 
     def letter_rects(self) -> dict[str, QRectF]:
         """Where each edge's letter is drawn, in the canvas's pixels."""
@@ -93,10 +93,11 @@ class PlaneOverlay(QWidget):
         """Canvas pixel (x, y) of a world point (only its displayed axes count)."""
         viewer = self.viewer
         rows, columns = viewer.dims.displayed
-        centre = np.asarray(viewer.camera.center, float)[-2:]
-        zoom = float(viewer.camera.zoom)
-        row_sign = 1.0 if _name(viewer.camera.orientation2d[0]) == "down" else -1.0
-        col_sign = 1.0 if _name(viewer.camera.orientation2d[1]) == "right" else -1.0
+        camera = camera_of(viewer)
+        centre = np.asarray(camera.center, float)[-2:]
+        zoom = float(camera.zoom)
+        row_sign = 1.0 if _name(camera.orientation2d[0]) == "down" else -1.0
+        col_sign = 1.0 if _name(camera.orientation2d[1]) == "right" else -1.0
         x = self.width() / 2 + col_sign * (float(world[columns]) - centre[1]) * zoom
         y = self.height() / 2 + row_sign * (float(world[rows]) - centre[0]) * zoom
         return x, y

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layers import HEATMAP_KEY
+from .orientation import camera_of
 from .window_presets import set_limits
 
 HU_PER_PIXEL = 4.0  # 250 px of drag change the window by 1000 HU
@@ -48,7 +49,7 @@ def make_window_drag(target_viewer):
         layer = window_target(target_viewer)
         if layer is None:
             return
-        camera = viewer.camera
+        camera = camera_of(viewer)
         pan_before = camera.mouse_pan
         camera.mouse_pan = False  # vispy zooms on right-drag otherwise
         start = np.asarray(event.pos, float)

@@ -11,6 +11,13 @@ from __future__ import annotations
 
 from ..core.geometry import DISPLAY_AXES_RAS
 
+
+def camera_of(viewer):
+    """A viewer's (or viewer model's) camera: ``scene.camera`` since napari 0.9, ``camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 # world axis -> (letter where the axis grows, letter where it shrinks)
 AXIS_LETTERS = {0: ("S", "I"), 1: ("P", "A"), 2: ("L", "R")}
 # world axis -> (the RAS coordinate's name, the sign from napari world to RAS)

@@ -16,7 +16,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from .canvas_overlay import PlaneOverlay
-from .orientation import PLANES
+from .orientation import PLANES, camera_of
 
 SIDE_PLANES = ("coronal", "sagittal")
 NOT_MIRRORED = {"thumbnail", "name", "status", "help", "cursor", "cursor_size", "interactive", "loaded",
@@ -73,8 +73,9 @@ class PlaneView(QWidget):
         order, orientation = PLANES[self.plane]
         if self.model.dims.ndim == 3 and tuple(self.model.dims.order) != order:
             self.model.dims.order = order
-        if tuple(str(getattr(o, "value", o)) for o in self.model.camera.orientation2d) != orientation:
-            self.model.camera.orientation2d = orientation
+        camera = camera_of(self.model)
+        if tuple(str(getattr(o, "value", o)) for o in camera.orientation2d) != orientation:
+            camera.orientation2d = orientation
 
 
 class ThreePlanes(QWidget):
