@@ -102,7 +102,7 @@ def encoded_focal():
     return model, analyzer, analyzer.encode(ct, masks)
 
 
-def test_a_voxel_map_is_the_score_rule_applied_to_the_voxel_alone(encoded_focal):
+def test_a_voxel_map_is_the_anatomy_score_were_its_extremes_at_the_voxel(encoded_focal):
     """The split projection equals projecting [the anatomy's pooled tokens; its mean features;
     the voxel's features in each extreme slot (soft max, soft min)]."""
     from napari_fvlm.core.inference.findings import finding_prompts
@@ -120,7 +120,7 @@ def test_a_voxel_map_is_the_score_rule_applied_to_the_voxel_alone(encoded_focal)
         joined = torch.cat([fine.pooled[anatomy], mean, *[fine.features[m]] * extremes])
         embedding = torch.nn.functional.normalize(projection(joined), dim=0)
         logit = (embedding @ positive - embedding @ negative) / model.temperature
-        expected = float(torch.sigmoid(logit))
+        expected = float(torch.sigmoid(logit).detach())
         assert heatmap.values.reshape(-1)[fine.index[m]] == pytest.approx(expected, abs=1e-5)
 
 
