@@ -89,7 +89,8 @@ def main() -> None:
         if panel.state.result is None:
             raise RuntimeError(panel.view.status.text())
 
-        anatomy, finding, _p = panel.view.table.rows()[3]
+        row = panel.view.table.rows()[3]
+        anatomy, finding = row.anatomy, row.finding
         meter.start()
         panel.view.table.choose(anatomy, finding)
         wait_until(app, lambda: not panel.runner.busy)
