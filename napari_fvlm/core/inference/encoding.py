@@ -30,7 +30,7 @@ class EncodedCT:
     token_affine: np.ndarray  # token index (i, j, k) -> RAS mm of the token's centre
     token_masks: dict[str, np.ndarray]  # anatomy -> bool (Zt, Yt, Xt)
     embeddings: dict[str, torch.Tensor]  # anatomy -> (D,) L2-normalised; valid anatomies only
-    dense: dict[str, torch.Tensor]  # anatomy -> (N, D) per-token embeddings, for heatmaps
+    dense: dict[str, torch.Tensor]  # anatomy -> (N, D) per-token embeddings, for token maps ({} with ``fine``)
     absent: list[str]
     cut: dict[str, bool]
     timing_s: dict[str, float] = field(default_factory=dict)
@@ -117,10 +117,11 @@ def encode_ct(model: FvlmModel, prepared: ModelInput, progress: Progress | None 
                                                                       for k, v in masks.items()})
         embeddings = model.pooling.project(pooled, valid, focal)
         kept = {name: emb[0].float() for name, emb in embeddings.items() if bool(valid[name][0])}
-        values = model.pooling.value_tokens(levels)
-        dense = {name: model.pooling.project_dense(values, name, None if focal is None else focal[name])[0].float()
-                 for name in kept}
-        if fine is not None:
+        if fine is None:  # token maps; a focal model's maps are per voxel (grounding.fine_probabilities)
+            values = model.pooling.value_tokens(levels)
+            dense = {name: model.pooling.project_dense(values, name)[0].float() for name in kept}
+        else:
+            dense = {}
             fine.pooled = {name: pooled[name][0].float() for name in kept}
     absent = list(prepared.absent) + [name for name in prepared.masks if name not in kept]
     return EncodedCT(levels=levels, grid=grid, token_affine=token_grid_affine(prepared.affine, config.patch_zyx),
@@ -142,7 +143,7 @@ def _focal(model: FvlmModel, prepared: ModelInput, names: list[str], channels=No
     stacked = torch.from_numpy(np.stack([prepared.masks[n] for n in names]))
     voxels, inside_masks = focal_inputs(channels, stacked)
     features = model.focal.voxel_features(voxels.to(model.device))
-    pooled = model.focal([(voxels, inside_masks)])
+    pooled = model.focal.pool(features, inside_masks)[None]  # the features just computed, not again
     index = np.flatnonzero(stacked.flatten(1).any(dim=0).numpy())
     fine = FineVoxels(np.asarray(prepared.affine, float), tuple(prepared.image.shape), index,
                       features.float(), {n: inside_masks[i].numpy() for i, n in enumerate(names)})

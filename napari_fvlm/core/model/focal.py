@@ -53,8 +53,11 @@ class FocalBranch(nn.Module):
         """Per sample (voxels (M, C), masks (A, M) bool) -> (B, A, P) pooled features (zeros for
         an empty mask). Only voxels of some anatomy are passed (`focal_inputs`): nothing else is
         ever pooled, and skipping the rest more than halves the work."""
-        return torch.stack([pool_features(self.voxel_features(voxels), masks, self.with_min)
-                            for voxels, masks in samples])
+        return torch.stack([self.pool(self.voxel_features(voxels), masks) for voxels, masks in samples])
+
+    def pool(self, features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """(M, F) voxel features, (A, M) masks -> (A, P) this branch's pooled statistics."""
+        return pool_features(features, masks.to(features.device), self.with_min)
 
 
 def focal_inputs(channels, masks) -> tuple[torch.Tensor, torch.Tensor]:
