@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..core.anatomy.catalog import labels_in
 from ..core.errors import FvlmInputError
 from ..core.inference.session import AnalysedCT, AnalysisSession, AnatomySource, ModelCache
 from ..core.progress import Cancelled, Progress
@@ -163,7 +164,7 @@ def shown_map(heatmap, ct: Volume, name: str | None = None, labels: Volume | Non
         if labels.array.shape == ct.array.shape and np.allclose(labels.affine, ct.affine, atol=1e-4):
             inside = _inside_on_grid(labels.array, ids, shape)
         else:  # masks on another grid: their nearest label at each shown voxel
-            inside = np.isin(resample(np.asarray(labels.array), labels.affine, affine, shape, order=0, cval=0), ids)
+            inside = labels_in(resample(np.asarray(labels.array), labels.affine, affine, shape, order=0, cval=0), ids)
         values[~inside] = 0.0
     return ShownMap(name or heatmap.name, values, affine, heatmap)
 
@@ -181,22 +182,12 @@ def _inside_on_grid(labels: np.ndarray, ids, shape) -> np.ndarray:
         hit = _INSIDE_CACHE.get(key)
     if hit is not None and hit[0]() is labels:
         return hit[1]
-    inside = _every_voxel_inside(_label_lookup(labels, ids), shape)
+    inside = _every_voxel_inside(labels_in(labels, ids), shape)
     with _INSIDE_LOCK:
         if len(_INSIDE_CACHE) >= _INSIDE_CACHE_SIZE:
             _INSIDE_CACHE.pop(next(iter(_INSIDE_CACHE)))
         _INSIDE_CACHE[key] = (weakref.ref(labels), inside)
     return inside
-
-
-def _label_lookup(labels: np.ndarray, ids) -> np.ndarray:
-    """Whether each voxel's label is one of ``ids`` (a table lookup: ~10x faster than np.isin)."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "ui" or labels.dtype.itemsize > 2 or (labels.dtype.kind == "i" and labels.min() < 0):
-        return np.isin(labels, ids)
-    table = np.zeros(max(int(labels.max()), max(ids, default=0)) + 1, bool)
-    table[list(ids)] = True
-    return table[labels]
 
 
 def _every_voxel_inside(inside: np.ndarray, shape) -> np.ndarray:

@@ -88,6 +88,18 @@ def _groups(groups) -> tuple[AnatomyGroup, ...]:
     return group_set(groups) if isinstance(groups, str) else tuple(groups)
 
 
+def labels_in(labelmap: np.ndarray, ids) -> np.ndarray:
+    """Whether each voxel's label is one of ``ids``: one lookup-table gather (``np.isin`` for
+    negative or non-integer labels)."""
+    labelmap = np.asarray(labelmap)
+    ids = sorted({int(i) for i in ids})
+    if not np.issubdtype(labelmap.dtype, np.integer) or labelmap.min(initial=0) < 0:
+        return np.isin(labelmap, ids)
+    lut = np.zeros(max(max(ids, default=0), int(labelmap.max(initial=0))) + 1, dtype=bool)
+    lut[ids] = True
+    return lut[labelmap]
+
+
 def group_masks(labelmap: np.ndarray, groups) -> dict[str, np.ndarray]:
     """{group name: bool mask} from a `total` label map.
 
@@ -106,9 +118,7 @@ def group_masks(labelmap: np.ndarray, groups) -> dict[str, np.ndarray]:
     for group in groups:
         ids = sorted(set(group.class_ids))
         if len(ids) > _MAX_COMPARED_CLASSES:
-            lut = np.zeros(max(max(ids), int(labelmap.max(initial=0))) + 1, dtype=bool)
-            lut[ids] = True
-            masks[group.name] = lut[labelmap] if labelmap.min(initial=0) >= 0 else np.isin(labelmap, ids)
+            masks[group.name] = labels_in(labelmap, ids)
             continue
         for class_id in ids:
             if class_id not in class_masks:
