@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from napari_fvlm.core.errors import FvlmInputError
-from napari_fvlm.core.inference.filters import blobness, dequantise, quantise, window_channels
+from napari_fvlm.core.inference.filters import band_share, blobness, dequantise, quantise, window_channels
 from napari_fvlm.core.model.config import ModelConfig, preset
 from napari_fvlm.core.model.focal import focal_inputs, pool_features
 
@@ -38,6 +38,18 @@ def test_windows_re_window_the_models_input_and_quantising_is_exact_to_a_step():
     np.testing.assert_allclose(lung, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-5)
     values = np.linspace(0, 2, 101, dtype=np.float32)
     assert np.abs(dequantise(quantise(values)) - values).max() <= 1.0 / 255 + 1e-6
+
+
+def test_a_band_answers_a_density_between_two_others_and_not_their_edges():
+    """Ground glass (-600 HU) in lung (-750 HU) next to a vessel-like slab (+40 HU): the band share
+    is ~1 inside the patch, ~0 in plain lung and in the slab, and stays low on the slab's edge."""
+    hu = np.full((30, 60, 30), -750.0, np.float32)
+    hu[5:25, 5:25, 5:25] = -600.0
+    hu[:, 35:40, :] = 40.0
+    hu[:, 34, :] = hu[:, 40, :] = -355.0  # the slab's partial-volume rim lies outside the band
+    share = band_share((hu + 1150.0) / 1500.0, (-1150.0, 350.0), (-680.0, -500.0, 3.0), (1.0, 1.0, 1.0))
+    assert share[15, 15, 15] > 0.95
+    assert share[15, 52, 15] < 0.05 and share[15, 37, 15] < 0.05 and share[15, 40, 15] < 0.05
 
 
 def test_pooling_gives_mean_and_a_soft_maximum_that_one_small_lesion_moves():
@@ -84,6 +96,8 @@ def test_focal_settings_are_validated_and_round_trip():
         ModelConfig.from_dict({**data, "input_windows": [[-2000, 0]]})
     with pytest.raises(FvlmInputError, match="focal_blobs"):
         ModelConfig.from_dict({**data, "focal_blobs": [[7, 3.0, 1]]})
+    with pytest.raises(FvlmInputError, match="focal_bands"):
+        ModelConfig.from_dict({**data, "focal_bands": [[-500, -680, 3.0]]})
     old = {k: v for k, v in data.items() if not k.startswith("focal") and k != "input_windows"}
     assert not ModelConfig.from_dict(old).focal  # configs written before the branch load without it
 
@@ -189,9 +203,10 @@ def test_a_tiny_focal_run_with_labels_trains_and_its_checkpoint_draws_fine_maps(
     assert heatmap.values[heatmap.inside].min() > 0 and heatmap.values.max() < 1
 
 
-def test_a_checkpoint_without_the_soft_minimum_starts_a_model_with_it_unchanged(tmp_path):
-    """Second-stage training from a checkpoint pooled without the soft minimum: the widened
-    projections read the new statistic with zero weights, so the scores are the checkpoint's."""
+def test_a_checkpoint_without_the_soft_minimum_and_bands_starts_a_model_with_them_unchanged(tmp_path):
+    """Second-stage training from a checkpoint pooled without the soft minimum and without band
+    channels: the widened projections and focal MLP read the new inputs with zero weights, so the
+    scores are the checkpoint's whatever the new channels hold."""
     from dataclasses import replace
 
     from napari_fvlm.core.model import build_model
@@ -199,15 +214,17 @@ def test_a_checkpoint_without_the_soft_minimum_starts_a_model_with_it_unchanged(
     from training.trainer import _load_initial_weights
 
     torch.manual_seed(0)
-    old = build_model(replace(preset("demo"), focal_min=False)).eval()
+    old = build_model(replace(preset("demo"), focal_min=False, focal_bands=())).eval()
     save_checkpoint(old, tmp_path / "old")
     new = build_model(preset("demo")).eval()
     _load_initial_weights(new, str(tmp_path / "old"))
     voxels, masks = torch.rand(500, old.focal.channels), torch.rand(3, 500) > 0.5
+    bands = torch.rand(500, new.focal.channels - old.focal.channels)
     levels = torch.randn(1, 4, new.config.width)
-    projected = [model.pooling.projections[0](torch.cat([levels[0, 0], model.focal([(voxels, masks)])[0, 0]]))
-                 for model in (old, new)]
+    projected = [model.pooling.projections[0](torch.cat([levels[0, 0], model.focal([(inputs, masks)])[0, 0]]))
+                 for model, inputs in ((old, voxels), (new, torch.cat([voxels, bands], 1)))]
     assert new.pooling.projections[0].weight.shape[1] == old.pooling.projections[0].weight.shape[1] + 8
+    assert new.focal.channels == old.focal.channels + len(preset("demo").focal_bands) > old.focal.channels
     torch.testing.assert_close(projected[1], projected[0])
     other = build_model(replace(preset("demo"), focal_features=4))
     with pytest.raises(FvlmInputError, match="another configuration"):

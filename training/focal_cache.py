@@ -25,6 +25,8 @@ from .cache import read_sample
 def focal_key(model_config) -> str:
     fields = ("hu_window", "spacing_zyx", "input_windows", "focal_blobs", "focal_smooth_mm")
     data = {k: model_config.to_dict()[k] for k in fields}
+    if model_config.focal_bands:  # only then: caches made before bands existed keep their key
+        data["focal_bands"] = model_config.to_dict()["focal_bands"]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

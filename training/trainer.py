@@ -61,26 +61,34 @@ def build_models(config: TrainConfig) -> list:
 
 
 def _load_initial_weights(model, folder: str) -> None:
-    """Load a checkpoint of the same model config; one without the focal soft minimum
-    (``focal_min``) also loads, its projections widened with zero weights for the new statistic,
-    so the model starts computing exactly what the checkpoint did."""
+    """Load a checkpoint of the same model config. One made before the focal soft minimum
+    (``focal_min``) or the band channels (``focal_bands``) also loads: the inputs they add (the
+    projections' new statistic, the focal MLP's new channels) start with zero weights, so the
+    model starts computing exactly what the checkpoint did."""
     from dataclasses import replace
 
     from napari_fvlm.core.model.checkpoint import check_weights, read_weights, saved_state
     from napari_fvlm.core.model.config import read_checkpoint_config
 
     config, _ = read_checkpoint_config(folder)
-    widen = model.config.focal_min and not config.focal_min
-    if (replace(config, focal_min=True) if widen else config) != model.config:
+    added = {}
+    if model.config.focal_min and not config.focal_min:
+        added["focal_min"] = True
+    if model.config.focal_bands and not config.focal_bands:
+        added["focal_bands"] = model.config.focal_bands
+    if replace(config, **added) != model.config:
         raise FvlmInputError(f"init_from '{folder}' holds a model of another configuration; "
                              "start from a checkpoint of the same model config.")
     tensors = read_weights(Path(folder))
-    if widen:
+    if added:
         expected = saved_state(model)
-        tensors = {name: _zero_widened(value, expected[name].shape) if name.startswith("pooling.projections.")
-                   else value for name, value in tensors.items()}
+        tensors = {name: _zero_widened(value, expected[name].shape) if name.startswith(_WIDENED) else value
+                   for name, value in tensors.items()}
     check_weights(saved_state(model), tensors, f"'{folder}'")
     model.load_state_dict(tensors, strict=False)
+
+
+_WIDENED = ("pooling.projections.", "focal.mlp.0.weight")  # inputs that focal_min / focal_bands add
 
 
 def _zero_widened(value, shape):

@@ -69,8 +69,9 @@ BLOB_GAIN = 4.0  # puts a phantom nodule's response near 1, like the windows
 
 def focal_channels(image: np.ndarray, config) -> np.ndarray:
     """(C, Z, Y, X) float32 channels of the prepared image for ``config``'s focal branch:
-    the windows, the windows smoothed at ``focal_smooth_mm``, then one blobness per ``focal_blobs``
-    entry (channel -1: the model's own window, i: the i-th extra window; polarity +1 bright)."""
+    the windows, the windows smoothed at ``focal_smooth_mm``, one blobness per ``focal_blobs``
+    entry (channel -1: the model's own window, i: the i-th extra window; polarity +1 bright),
+    then one band share per ``focal_bands`` entry."""
     spacing = np.asarray(config.spacing_zyx, np.float32)
     windows = window_channels(image, config.hu_window, config.input_windows)
     smooth = [ndimage.gaussian_filter(w, config.focal_smooth_mm / spacing, mode="nearest", truncate=3.0)
@@ -79,11 +80,23 @@ def focal_channels(image: np.ndarray, config) -> np.ndarray:
     for channel, sigma, polarity in config.focal_blobs:
         source = image if channel < 0 else windows[int(channel)]
         blobs.append(blobness(source, sigma, config.spacing_zyx, bright=polarity > 0) * np.float32(BLOB_GAIN))
-    return np.stack(windows + smooth + blobs)
+    bands = [band_share(image, config.hu_window, band, spacing) for band in config.focal_bands]
+    return np.stack(windows + smooth + blobs + bands)
+
+
+def band_share(image: np.ndarray, hu_window, band, spacing_zyx) -> np.ndarray:
+    """The share of voxels near each voxel (Gaussian weights of ``sigma`` mm) whose HU lies in
+    [low, high): a density mask, smoothed."""
+    low_hu, high_hu = hu_window
+    low, high, sigma = band
+    scale = np.float32(high_hu - low_hu)
+    inside = (image >= (low - low_hu) / scale) & (image < (high - low_hu) / scale)
+    return ndimage.gaussian_filter(inside.astype(np.float32), sigma / np.asarray(spacing_zyx, np.float32),
+                                   mode="nearest", truncate=3.0)
 
 
 def focal_channel_count(config) -> int:
-    return 2 * len(config.input_windows) + len(config.focal_blobs)
+    return 2 * len(config.input_windows) + len(config.focal_blobs) + len(config.focal_bands)
 
 
 CHANNEL_CEILING = 2.0  # channels are stored and used as uint8 steps of 2 / 255 over [0, 2]
