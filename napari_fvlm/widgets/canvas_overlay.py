@@ -1,5 +1,5 @@
-"""Drawn over a napari canvas: the patient's orientation letters, the slice position in mm and a
-crosshair at the linked point.
+"""Drawn over a napari canvas: the patient's orientation letters, the slice position in mm, a
+crosshair at the linked point and (on the main canvas) the colour bar of the shown heatmap.
 
 A transparent child widget of the canvas (mouse events pass through). It draws only when the
 view shows a CT read by this plugin (a layer carrying its affine), whose napari world is LPS mm:
@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import QEvent, QObject, QPointF, QRectF, Qt
-from qtpy.QtGui import QColor, QFont, QPainter, QPen
+from qtpy.QtGui import QColor, QFont, QLinearGradient, QPainter, QPen
 from qtpy.QtWidgets import QWidget
 
-from .._layers import AFFINE_KEY
+from .._layers import AFFINE_KEY, HEATMAP_KEY
 from .orientation import _name, camera_of, edge_letters, slice_text
 
 LETTER_COLOR = QColor(255, 214, 10)
 TEXT_COLOR = QColor(230, 230, 230)
 CROSS_COLOR = QColor(80, 220, 120, 170)
 MARGIN = 6
+BAR_SIZE = (12, 140)  # colour bar width, height in pixels
+BAR_STOPS = 16
 
 
 class _FollowParent(QObject):
@@ -38,10 +40,11 @@ class _FollowParent(QObject):
 class PlaneOverlay(QWidget):
     """Letters at the four edges, ``"axial  z = +42.0 mm"`` at the top left, optional crosshair."""
 
-    def __init__(self, viewer_model, canvas_widget: QWidget) -> None:
+    def __init__(self, viewer_model, canvas_widget: QWidget, color_bar: bool = False) -> None:
         super().__init__(canvas_widget)
         self.viewer = viewer_model
         self.crosshair = False
+        self.with_color_bar = color_bar
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.setAttribute(Qt.WidgetAttribute.WA_NoSystemBackground)
         self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground)
@@ -51,11 +54,22 @@ class PlaneOverlay(QWidget):
         for emitter in (camera.center, camera.zoom, camera.orientation, dims.point, dims.order, dims.ndisplay,
                         viewer_model.layers.events.inserted, viewer_model.layers.events.removed):
             emitter.connect(self._changed)
+        if color_bar:
+            viewer_model.layers.events.inserted.connect(self._follow_layer)
+            for layer in viewer_model.layers:
+                self._follow_layer(layer=layer)
         self.show()
         self.raise_()
 
     def _changed(self, *_event) -> None:
         self.update()
+
+    def _follow_layer(self, event=None, layer=None) -> None:
+        layer = event.value if layer is None else layer
+        for name in ("contrast_limits", "visible", "colormap", "name"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(self._changed)
 
     def set_crosshair(self, shown: bool) -> None:
         self.crosshair = bool(shown)
@@ -88,6 +102,26 @@ class PlaneOverlay(QWidget):
             return ""
         axis = self.viewer.dims.not_displayed[0]
         return slice_text(axis, self.viewer.dims.point[axis])
+
+    def color_bar(self) -> tuple[list, float, float] | None:
+        """(RGBA stops from low to high, low, high) of the topmost visible heatmap, else None.
+
+        Painted here rather than napari's own colour bar: its first draw renders every glyph into
+        a texture on the GUI thread (~0.6 s of CPU in software OpenGL), a freeze at each first map.
+        """
+        if not (self.with_color_bar and self.active()):
+            return None
+        shown = [layer for layer in self.viewer.layers if HEATMAP_KEY in layer.metadata and layer.visible]
+        if not shown:
+            return None
+        layer = shown[-1]
+        stops = layer.colormap.map(np.linspace(0.0, 1.0, BAR_STOPS)).tolist()
+        low, high = (float(v) for v in layer.contrast_limits)
+        return stops, low, high
+
+    def color_bar_rect(self) -> QRectF:
+        width, height = BAR_SIZE
+        return QRectF(self.width() - MARGIN - 44 - width, self.height() - MARGIN - 30 - height, width, height)
 
     def world_to_screen(self, world) -> tuple[float, float]:
         """Canvas pixel (x, y) of a world point (only its displayed axes count)."""
@@ -131,7 +165,25 @@ class PlaneOverlay(QWidget):
         line = QRectF(MARGIN, MARGIN, self.width() / 2 - 20, 24)
         _shadowed_text(painter, line, self.slice_label(), TEXT_COLOR,
                        Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        bar = self.color_bar()
+        if bar is not None:
+            self._paint_color_bar(painter, *bar)
         painter.end()
+
+    def _paint_color_bar(self, painter: QPainter, stops, low: float, high: float) -> None:
+        """A vertical bar, high at the top, with its two ends' probabilities beside it."""
+        rect = self.color_bar_rect()
+        gradient = QLinearGradient(rect.bottomLeft(), rect.topLeft())
+        for index, (r, g, b, a) in enumerate(stops):
+            gradient.setColorAt(index / (len(stops) - 1), QColor.fromRgbF(r, g, b, a))
+        painter.setPen(QPen(TEXT_COLOR, 1))
+        painter.setBrush(gradient)
+        painter.drawRect(rect)
+        align = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
+        for value, y in ((high, rect.top()), (low, rect.bottom())):
+            _shadowed_text(painter, QRectF(rect.right() + 4, y - 10, 44, 20), f"{value:.2f}", TEXT_COLOR, align)
+        _shadowed_text(painter, QRectF(rect.left() - 10, rect.bottom() + 4, 60, 20), "probability", TEXT_COLOR,
+                       align)
 
 
 def _shadowed_text(painter: QPainter, rect: QRectF, text: str, color: QColor, align) -> None:

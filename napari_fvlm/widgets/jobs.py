@@ -77,6 +77,7 @@ class ShownMap:
     affine: np.ndarray  # voxel -> RAS mm, same directions as the CT's
     heatmap: object  # the core.inference.grounding.Heatmap it shows
     finding: tuple[str, str] | None = None  # (anatomy, finding) for a scored finding's map
+    peak_ras: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the heatmap's peak (the one peak rule), RAS mm
 
 
 CANCELLED = object()  # a job's outcome when the user cancelled it: nothing was produced
@@ -146,7 +147,7 @@ def shown_map(heatmap, ct: Volume, name: str | None = None, labels: Volume | Non
     With the CT's ``labels`` (TotalSegmentator ids) it is also confined to the map's anatomies as
     the masks draw them at the CT's resolution: a shown voxel keeps its value only if every CT
     voxel whose centre it holds lies in them, so no shown value covers a voxel outside them."""
-    from ..core.geometry import spacing_xyz
+    from ..core.geometry import spacing_xyz, voxel_to_world
     from ..core.resample import grid_affine, resample
 
     shape_zyx = np.asarray(ct.array.shape, float)
@@ -166,7 +167,8 @@ def shown_map(heatmap, ct: Volume, name: str | None = None, labels: Volume | Non
         else:  # masks on another grid: their nearest label at each shown voxel
             inside = labels_in(resample(np.asarray(labels.array), labels.affine, affine, shape, order=0, cval=0), ids)
         values[~inside] = 0.0
-    return ShownMap(name or heatmap.name, values, affine, heatmap)
+    peak = tuple(float(v) for v in voxel_to_world(heatmap.affine, np.asarray(heatmap.peak(), float)))
+    return ShownMap(name or heatmap.name, values, affine, heatmap, peak_ras=peak)
 
 
 _INSIDE_CACHE: dict = {}  # (id of the labels array, ids, shape) -> (weak ref to it, mask): maps of one anatomy reuse it

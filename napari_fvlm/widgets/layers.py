@@ -12,18 +12,13 @@ import numpy as np
 
 from .._layers import AFFINE_KEY, HEATMAP_KEY, LABEL_COLORMAP_KEY, layer_volume, volume_layer_data
 from ..core.errors import FvlmInputError
-from ..core.geometry import display_scale_translate, ras_to_display, voxel_to_world
+from ..core.geometry import display_scale_translate, ras_to_display
 from ..core.volume import Volume
 from .jobs import AnalysisRequest, AnatomyChoice
 
 HEATMAP_COLORMAP = "inferno"
 HEATMAP_OPACITY = 0.7
 HIDDEN = np.zeros(4, np.float32)
-
-
-def heatmap_peak_ras(heatmap) -> list[float]:
-    """RAS mm of a heatmap's peak (`Heatmap.peak`: the one peak rule)."""
-    return [float(v) for v in voxel_to_world(heatmap.affine, np.asarray(heatmap.peak(), float))]
 
 
 def _attributes(layer) -> dict:
@@ -140,8 +135,7 @@ class LayerWiring:
             shown.values, name=name, scale=scale, translate=translate, colormap=HEATMAP_COLORMAP,
             blending="additive", opacity=HEATMAP_OPACITY, contrast_limits=limits, interpolation2d="linear",
             metadata={HEATMAP_KEY: kind, AFFINE_KEY: np.asarray(shown.affine, float).copy()})
-        layer.colorbar.visible = True  # every map is a probability on the same fixed scale
-        return layer
+        return layer  # its colour bar is painted by the canvas overlay (cheap), not napari's
 
     def set_heatmap_threshold(self, threshold: float) -> None:
         for layer in self.heatmap_layers():

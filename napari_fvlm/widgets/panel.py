@@ -16,7 +16,7 @@ from ..core.inference import models as model_sources
 from ..core.inference.session import AnalysisSession
 from . import dialogs, export_actions
 from .jobs import run_analysis, run_finding, run_query
-from .layers import LayerWiring, heatmap_peak_ras
+from .layers import LayerWiring
 from .layout import PanelView
 from .progress_report import ProgressReport
 from .runner import CloseWatcher, Continuations, Runner
@@ -202,10 +202,10 @@ class FvlmPanel(QWidget):
     def _finding_done(self, shown) -> None:
         if self.state.closed:
             return
-        result, heatmap = self.state.result, shown.heatmap
+        result = self.state.result
         anatomy, finding = shown.finding
         self._show_map(shown, "finding")
-        z = self.wiring.jump_to(heatmap_peak_ras(heatmap))
+        z = self.wiring.jump_to(shown.peak_ras)  # found in the worker
         if (anatomy, finding) not in self.state.shown_findings:
             self.state.shown_findings.append((anatomy, finding))
         self.view.say(f"{finding} in {anatomy.replace('_', ' ')}: {score_words(result.analysis, anatomy, finding)}; "

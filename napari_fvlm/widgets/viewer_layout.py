@@ -73,7 +73,7 @@ class ViewerLayout(QObject):
         super().__init__(main_window(viewer))
         self.viewer = viewer
         self.planes = None  # ThreePlanes, made the first time it is shown
-        self.overlay = PlaneOverlay(viewer, main_qt_viewer(viewer).canvas.native)
+        self.overlay = PlaneOverlay(viewer, main_qt_viewer(viewer).canvas.native, color_bar=True)
         _install_mouse(viewer, viewer)
         self._close_filter = _OnClose(self.close)
         main_window(viewer).installEventFilter(self._close_filter)
