@@ -88,6 +88,7 @@ def test_letters_name_the_side_where_the_patient_is_whatever_the_storage_order(m
     layout.show_three(True)
     x, y, z = MARKER_RAS
     viewer.dims.point = (z, -y, -x)  # napari's world is LPS (z, y, x)
+    qtbot.waitUntil(layout.planes.settled, timeout=5000)
     qtbot.wait(300)
     overlays = layout.overlays()
     assert set(overlays) == {"axial", "coronal", "sagittal"}
@@ -128,6 +129,7 @@ def test_three_linked_planes_show_masks_and_heatmaps_and_one_click_returns_to_on
     assert panel.analyze()
     wait_idle(qtbot, panel)
     assert viewer.dims.range == ranges  # the heatmap did not move the sliders
+    qtbot.waitUntil(layout.planes.settled, timeout=5000)  # the planes follow a turn of the event loop later
     names = [layer.name for layer in viewer.layers]
     heatmap = next(layer for layer in viewer.layers if HEATMAP_KEY in layer.metadata)
     for plane, model_view in layout.planes.models.items():
@@ -138,11 +140,14 @@ def test_three_linked_planes_show_masks_and_heatmaps_and_one_click_returns_to_on
     # the slice point and the crosshair are shared: moving one view moves the others
     coronal = layout.planes.models["coronal"]
     coronal.dims.set_point(1, coronal.dims.point[1] + 9.0)
-    assert viewer.dims.point == coronal.dims.point == layout.planes.models["sagittal"].dims.point
+    assert viewer.dims.point == coronal.dims.point  # the main view at once, the other plane next
+    qtbot.waitUntil(layout.planes.settled, timeout=5000)
+    assert viewer.dims.point == layout.planes.models["sagittal"].dims.point
     cross = layout.overlay.crosshair_position()
     assert cross is not None and np.all(np.isfinite(cross))
     # layer properties follow: a window preset on the CT changes every plane's CT
     panel.view.presets["lung"].click()
+    qtbot.waitUntil(layout.planes.settled, timeout=5000)
     for copy in layout.planes.copies_of(ct_layer).values():
         assert tuple(copy.contrast_limits) == tuple(ct_layer.contrast_limits)
     # one click back to one big view

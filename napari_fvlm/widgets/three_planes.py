@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from .canvas_overlay import PlaneOverlay
@@ -79,7 +79,13 @@ class PlaneView(QWidget):
 
 
 class ThreePlanes(QWidget):
-    """The coronal and sagittal views, stacked, mirroring the main viewer's layers and point."""
+    """The coronal and sagittal views, stacked, mirroring the main viewer's layers and point.
+
+    A plane follows the main viewer one event-loop turn at a time, never in the turn of the
+    change itself: each copy re-slices and redraws when it changes, so following at once tripled
+    the freeze of every change (a new map, a new slice). While the planes are hidden they follow
+    nothing and catch up when shown.
+    """
 
     def __init__(self, main_viewer) -> None:
         super().__init__()
@@ -87,6 +93,9 @@ class ThreePlanes(QWidget):
         self.views = {plane: PlaneView(plane, main_viewer) for plane in SIDE_PLANES}
         self._copies: dict[int, dict[str, object]] = {}  # id(main layer) -> {plane: copy}
         self._links: dict[int, list] = {}  # id(main layer) -> [(emitter, callback)]
+        self._pending: dict[str, dict] = {plane: {} for plane in SIDE_PLANES}  # plane -> {id: (layer, {names})}
+        self._point_pending = set(SIDE_PLANES)
+        self._flush_scheduled = False
         self._syncing = False
         splitter = QSplitter(Qt.Orientation.Vertical)
         for view in self.views.values():
@@ -95,7 +104,7 @@ class ThreePlanes(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
         for layer in main_viewer.layers:
-            self._add(layer, main_viewer.layers.index(layer))
+            self._link(layer)
         events = main_viewer.layers.events
         events.inserted.connect(self._on_inserted)
         events.removed.connect(self._on_removed)
@@ -106,76 +115,151 @@ class ThreePlanes(QWidget):
             view.model.dims.events.point.connect(self._point_from_side)
             view.model.cursor.events.position.connect(self._cursor_from_side)
             view.model.events.status.connect(self._status_from_side)
-        self._point_from_main()
+        self._schedule()
 
     @property
     def models(self) -> dict:
         return {plane: view.model for plane, view in self.views.items()}
 
     def copies_of(self, layer) -> dict:
-        """{plane: the copy of ``layer`` shown in that plane}."""
+        """{plane: the copy of ``layer`` shown in that plane} (planes that have caught up)."""
         return dict(self._copies.get(id(layer), {}))
+
+    def settled(self) -> bool:
+        """Whether every plane has caught up with the main viewer."""
+        return not (self._point_pending or any(self._pending.values()))
+
+    def setVisible(self, visible: bool) -> None:  # noqa: N802 (Qt's name)
+        super().setVisible(visible)
+        if visible:
+            self._schedule()
+
+    # --- following, a plane per event-loop turn ---------------------------------------------------
+    def _mark(self, layer, name: str) -> None:
+        """Note that ``layer``'s ``name`` ("copy", "refresh" or a property) must reach each plane."""
+        for pending in self._pending.values():
+            pending.setdefault(id(layer), (layer, {}))[1][name] = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._flush_scheduled and not self.isHidden() and not self.settled():
+            self._flush_scheduled = True
+            QTimer.singleShot(0, self._flush_one)
+
+    def _flush_one(self) -> None:
+        """Bring the first plane that lags up to date, then let the event loop run before the next."""
+        self._flush_scheduled = False
+        if self.isHidden():
+            return
+        for plane in SIDE_PLANES:
+            if self._pending[plane] or plane in self._point_pending:
+                self._catch_up(plane)
+                break
+        self._schedule()
+
+    def _catch_up(self, plane: str) -> None:
+        """Inserting a copy moves the plane's own point: nothing it does here is a user's move."""
+        self._syncing = True
+        try:
+            self._apply_pending(plane)
+        finally:
+            self._syncing = False
+
+    def _apply_pending(self, plane: str) -> None:
+        pending, self._pending[plane] = self._pending[plane], {}
+        for layer, names in pending.values():
+            if layer not in self.viewer.layers:
+                continue
+            copy = self._copies.get(id(layer), {}).get(plane)
+            if copy is None or "copy" in names:
+                self._insert_copy(plane, layer)
+                continue
+            for name in names:
+                if name == "refresh":
+                    copy.refresh()
+                else:  # a property that is not meaningful on the copy is left (napari checks it)
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        setattr(copy, name, getattr(layer, name))
+        if plane in self._point_pending:
+            self._point_pending.discard(plane)
+            dims, point = self.views[plane].model.dims, self.viewer.dims.point
+            if dims.ndim == len(point) and tuple(dims.point) != tuple(point):
+                dims.point = tuple(point)
+
+    def _insert_copy(self, plane: str, layer) -> None:
+        model_layers = self.views[plane].model.layers
+        old = self._copies.get(id(layer), {}).pop(plane, None)
+        if old is not None and old in model_layers:
+            model_layers.remove(old)
+        before = self.viewer.layers[:self.viewer.layers.index(layer)]
+        index = sum(1 for other in before if plane in self._copies.get(id(other), {}))
+        copy = mirror_copy(layer)
+        was_empty = len(model_layers) == 0
+        model_layers.insert(index, copy)
+        if was_empty:
+            self.views[plane].model.reset_view()
+        self._copies.setdefault(id(layer), {})[plane] = copy
+        self._point_pending.add(plane)
 
     # --- layers ---------------------------------------------------------------------------------
     def _on_inserted(self, event) -> None:
-        self._add(event.value, event.index)
+        self._link(event.value)
 
-    def _add(self, layer, index: int) -> None:
-        copies = {}
-        for plane, view in self.views.items():
-            copy = mirror_copy(layer)
-            was_empty = len(view.model.layers) == 0
-            view.model.layers.insert(index, copy)
-            if was_empty:
-                view.model.reset_view()
-            copies[plane] = copy
-        self._copies[id(layer)] = copies
+    def _link(self, layer) -> None:
         links = []
         for name in settable_properties(layer):
             emitter = getattr(layer.events, name)
-            callback = _PropertyMirror(layer, name, copies)
+            callback = _Mark(self, layer, name)
             emitter.connect(callback)
             links.append((emitter, callback))
         for name in ("labels_update", "paint"):
             emitter = getattr(layer.events, name, None)
             if emitter is not None:
-                callback = _Refresh(copies)
+                callback = _Mark(self, layer, "refresh")
                 emitter.connect(callback)
                 links.append((emitter, callback))
         self._links[id(layer)] = links
-        self._point_from_main()
+        self._mark(layer, "copy")
 
     def _on_removed(self, event) -> None:
         layer = event.value
         for emitter, callback in self._links.pop(id(layer), []):
             emitter.disconnect(callback)
+        for pending in self._pending.values():
+            pending.pop(id(layer), None)
         for plane, copy in self._copies.pop(id(layer), {}).items():
             model_layers = self.views[plane].model.layers
             if copy in model_layers:
                 model_layers.remove(copy)
 
     def _on_moved(self, event) -> None:
-        destination = event.new_index if event.new_index < event.index else event.new_index + 1
-        for view in self.views.values():
-            view.model.layers.move(event.index, destination)
+        for plane, view in self.views.items():  # the copies take the main viewer's order
+            order = [self._copies.get(id(layer), {}).get(plane) for layer in self.viewer.layers]
+            order = [copy for copy in order if copy is not None and copy in view.model.layers]
+            for index, copy in enumerate(order):
+                current = view.model.layers.index(copy)
+                if current != index:
+                    view.model.layers.move(current, index)
 
     # --- point, cursor, status ------------------------------------------------------------------
     def _point_from_main(self, *_event) -> None:
-        self._sync_point(self.viewer.dims.point, exclude=None)
+        if not self._syncing:
+            self._point_pending.update(SIDE_PLANES)
+            self._schedule()
 
     def _point_from_side(self, event) -> None:
-        source = event.source
-        self._sync_point(source.point, exclude=source)
-
-    def _sync_point(self, point, exclude) -> None:
         if self._syncing:
             return
+        source = event.source
+        self._set_point(self.viewer.dims, source.point)  # the main view follows at once
+        self._point_pending.update(p for p, view in self.views.items() if view.model.dims is not source)
+        self._schedule()
+
+    def _set_point(self, dims, point) -> None:
         self._syncing = True
         try:
-            targets = [self.viewer.dims] + [view.model.dims for view in self.views.values()]
-            for dims in targets:
-                if dims is not exclude and dims.ndim == len(point) and tuple(dims.point) != tuple(point):
-                    dims.point = tuple(point)
+            if dims.ndim == len(point) and tuple(dims.point) != tuple(point):
+                dims.point = tuple(point)
         finally:
             self._syncing = False
 
@@ -200,30 +284,17 @@ class ThreePlanes(QWidget):
                                   (self.viewer.dims.events.point, self._point_from_main),
                                   (self.viewer.events.reset_view, self._reset_views)):
             emitter.disconnect(callback)
+        self._pending = {plane: {} for plane in SIDE_PLANES}
+        self._point_pending.clear()
         for view in self.views.values():
             view.model.layers.clear()
 
 
-class _PropertyMirror:
-    """Sets one property of the copies whenever the main layer's changes."""
+class _Mark:
+    """Notes a change of one main layer's property (or its pixels) for the planes to follow."""
 
-    def __init__(self, layer, name: str, copies: dict) -> None:
-        self.layer, self.name, self.copies = layer, name, copies
-
-    def __call__(self, _event=None) -> None:
-        value = getattr(self.layer, self.name)
-        for copy in self.copies.values():
-            # a property that is not meaningful on the copy is left (napari checks it itself)
-            with contextlib.suppress(ValueError, TypeError, AttributeError):
-                setattr(copy, self.name, value)
-
-
-class _Refresh:
-    """Redraws the copies after an in-place edit (painting labels) of the shared array."""
-
-    def __init__(self, copies: dict) -> None:
-        self.copies = copies
+    def __init__(self, planes: ThreePlanes, layer, name: str) -> None:
+        self.planes, self.layer, self.name = planes, layer, name
 
     def __call__(self, _event=None) -> None:
-        for copy in self.copies.values():
-            copy.refresh()
+        self.planes._mark(self.layer, self.name)
