@@ -90,16 +90,14 @@ def test_comparison_flags_new_resolved_and_persistent():
 
 
 @pytest.fixture(scope="module")
-def phantom_pair(tmp_path_factory):
+def phantom_pair(tmp_path_factory, demo_session):
     """(prior, current) as (FindingsTable, CT, labels): one seed, the current with cardiomegaly added,
     written by `fvlm phantom` and analysed by the demo weights."""
-    from napari_fvlm.core.inference.models import load_analyzer
-
     folder = tmp_path_factory.mktemp("pair")
     assert main(["phantom", "--out", str(folder / "prior"), "--seed", str(SEED), "--finding", BASE]) == 0
     assert main(["phantom", "--out", str(folder / "current"), "--seed", str(SEED), "--finding", BASE,
                  "--finding", ADDED[0]]) == 0
-    analyzer = load_analyzer("demo", "cpu")
+    analyzer = demo_session.models.get("demo", "cpu")
     assert analyzer.calibration is not None
     out = []
     for name in ("prior", "current"):
