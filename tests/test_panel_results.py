@@ -191,6 +191,9 @@ def test_prior_and_current_show_the_added_finding_as_new_with_linked_views(make_
     back, _ = corresponding_point(labels[0].to_world(prior_voxel), labels[0], labels[1], names)
     prior_shown_at(settle(qtbot, viewer, ras_to_display(back), cross))
     assert linked.name not in [panel.view.inputs.ct.itemText(i) for i in range(panel.view.inputs.ct.count())]
+    current.contrast_limits = (-1350.0, 150.0)  # a window preset or drag on the current: the prior shares it
+    assert tuple(linked.contrast_limits) == (-1350.0, 150.0)
+    assert not prior.visible and not prior_masks.visible and current.visible  # both lie where the current is
 
     panel.view.inputs.select(ct=current.name, labels=current_masks.name, device="cpu")
     assert panel.analyze()  # the current, analysed again from the Inputs box: its encoding is reused

@@ -40,6 +40,7 @@ class PriorCurrent:
         self.link = None  # the last `Link`
         self._own_translate = np.zeros(3)  # the prior's napari translate before any shift
         self._redirecting = False
+        self._windowed = None  # the current CT layer whose window the prior shares
         self.view.compare.clicked.connect(self.compare)
         self.view.table.finding_chosen.connect(self.go_to)
         for combo, masks in ((self.view.prior, self.view.prior_masks), (self.view.current, self.view.current_masks)):
@@ -78,6 +79,7 @@ class PriorCurrent:
         self.view.table.set_changes(comparison.changes)
         self._show_prior(comparison)
         self.follow(panel.viewer.dims.point)
+        panel.viewer.reset_view()  # both CTs in view
         counts = {s: sum(c.status == s for c in comparison.changes) for s in ("new", "resolved")}
         panel.view.say(f"{counts['new']} new and {counts['resolved']} resolved findings (Compare tab). The prior is "
                        "shown right of the current, linked: move the slider, click a point in either, or choose a row.")
@@ -89,26 +91,42 @@ class PriorCurrent:
 
     # --- the linked views ------------------------------------------------------------------------
     def _show_prior(self, comparison) -> None:
-        """The prior's CT beside the current (its own layer, which lies under the current, is hidden)."""
+        """The prior's CT beside the current, in the current's window (the prior's own layer and
+        masks layer, which lie over the current's place, are hidden), and the cross."""
         viewer, wiring = self.panel.viewer, self.panel.wiring
         request = comparison.prior.request
         scale, self._own_translate = display_scale_translate(request.ct.affine)
-        source = wiring.find(request.ct_name)
-        limits = source.contrast_limits if source is not None else None
+        current = wiring.find(comparison.current.request.ct_name)
         if self.layer is not None and self.layer in viewer.layers:
             viewer.layers.remove(self.layer)
         self.layer = viewer.add_image(request.ct.array, name=linked_name(request.ct_name), scale=scale,
-                                      translate=self._own_translate, colormap="gray", contrast_limits=limits,
+                                      translate=self._own_translate, colormap="gray",
+                                      contrast_limits=current.contrast_limits if current is not None else None,
                                       metadata={LINKED_PRIOR_KEY: request.ct_name})
-        if source is not None:
-            source.visible = False
-        current = wiring.find(comparison.current.request.ct_name)
-        if current is not None:
-            current.visible = True
+        for hidden in (wiring.find(request.ct_name), wiring.find(request.anatomy.layer)):
+            if hidden is not None:
+                hidden.visible = False
         if self.cross is None or self.cross not in viewer.layers:
             self.cross = viewer.add_points(np.zeros((2, 3)), name=CROSS_NAME, symbol="cross", size=CROSS_SIZE_MM,
-                                           face_color=CROSS_COLOR, border_width=0)
-        viewer.reset_view()
+                                           face_color=CROSS_COLOR, border_width=0,
+                                           features={"view": ["current", "prior"]},
+                                           text={"string": "{view}", "color": CROSS_COLOR, "size": 9,
+                                                 "anchor": "upper_left"})
+        if current is not None:
+            current.visible = True
+            viewer.layers.selection.active = current  # the window drag and the cursor readout stay the CT's
+            self._share_window(current)
+
+    def _share_window(self, current) -> None:
+        """Window presets and drags of the current apply to the prior beside it."""
+        if self._windowed is not None:
+            self._windowed.events.contrast_limits.disconnect(self._same_window)
+        current.events.contrast_limits.connect(self._same_window)
+        self._windowed = current
+
+    def _same_window(self, event) -> None:
+        if self.layer is not None and self.layer in self.panel.viewer.layers:
+            self.layer.contrast_limits = event.source.contrast_limits
 
     def _views(self):
         """The comparison's `LinkedViews` while its layers are shown, else None."""
