@@ -24,6 +24,7 @@ FILE_AFFINE_KEY = METADATA_PREFIX + "affine_ras"  # the file's own affine, as re
 SOURCE_PATH_KEY = METADATA_PREFIX + "source_path"
 DICOM_SERIES_KEY = METADATA_PREFIX + "dicom_series"  # the series shown and the folder's others
 HEATMAP_KEY = METADATA_PREFIX + "heatmap"  # "finding" or "query" on the heatmap layers the panel makes
+LINKED_PRIOR_KEY = METADATA_PREFIX + "linked_prior"  # on the prior shown beside the current (a view, not a CT)
 LABEL_COLORMAP_KEY = METADATA_PREFIX + "label_colormap"  # a Labels layer's colours before anatomies were hidden
 
 

@@ -56,12 +56,9 @@ def run_analyze(ct_path: str, out: str, masks: str | None = None, model: str | N
     total = {"total": time.perf_counter() - start}
     export_findings(out, analysed, timing_s=total)
     if dicom_out:
-        from .core.dicom_export.write import write_analysis_dicom
-        from .core.inference.session import FINDING_HEATMAP_THRESHOLD, export_maps
+        from .core.inference.session import export_dicom
 
-        maps = export_maps(analysed, analysed.analysis)
-        written = write_analysis_dicom(dicom_out, ct, labels, analysed.analysis, analyzer.config, maps,
-                                       FINDING_HEATMAP_THRESHOLD)
+        written = export_dicom(dicom_out, analysed)
         log(f"DICOM results written to {dicom_out}: {', '.join(p.name for p in written)}")
     document = json.loads((Path(out) / "findings.json").read_text())
     log(f"analysis of {ct_path} written to {out} ({len(analysed.analysis.scores)} anatomies, "

@@ -36,6 +36,15 @@ def random_demo_model(synthetic_case) -> str:
     return synthetic_case[1]
 
 
+@pytest.fixture(scope="session")
+def demo_session():
+    """One analysis session for every test that analyses with the bundled demo weights: the model
+    loads once per run (on first use) and each CT is encoded once."""
+    from napari_fvlm.core.inference.session import AnalysisSession
+
+    return AnalysisSession()
+
+
 GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
 
 

@@ -12,9 +12,11 @@ import pytest
 from napari_fvlm._reader import read_volume
 from napari_fvlm.cli import main
 from napari_fvlm.core.errors import FvlmInputError
+from napari_fvlm.core.geometry import ras_to_display
 from napari_fvlm.core.inference.calibration import CalibratedScore
 from napari_fvlm.core.report.compare import compare_tables, comparison_text, corresponding_point
-from napari_fvlm.core.report.draft import NOTHING_ABOVE, UNCALIBRATED, report_draft, statements
+from napari_fvlm.core.report.draft import NOTHING_ABOVE, UNCALIBRATED, report_draft, statements, with_notice
+from napari_fvlm.core.report.linked import LinkedViews, display_extent
 from napari_fvlm.core.report.table import FindingsTable
 
 SEED, BASE, ADDED = 7, "lung nodule:right", ("cardiomegaly", "heart")
@@ -57,6 +59,12 @@ def test_draft_states_above_threshold_findings_by_section_with_sides():
     assert numbers_in(text.split("FINDINGS", 1)[1].split("Never flagged")[0]) <= table_numbers  # nothing invented
 
 
+def test_a_saved_draft_keeps_the_notice_an_edit_removed():
+    assert with_notice("Heart: enlarged.") == "Research use only; not for diagnosis.\nHeart: enlarged.\n"
+    draft = report_draft(hand_table())
+    assert with_notice(draft) == draft
+
+
 def test_one_sided_finding_says_its_side():
     table = hand_table(lung_right={"pleural effusion": scored(0.1, 0.55)})
     assert statements(table)["Lungs"][0].laterality == "left"
@@ -90,16 +98,14 @@ def test_comparison_flags_new_resolved_and_persistent():
 
 
 @pytest.fixture(scope="module")
-def phantom_pair(tmp_path_factory):
+def phantom_pair(tmp_path_factory, demo_session):
     """(prior, current) as (FindingsTable, CT, labels): one seed, the current with cardiomegaly added,
     written by `fvlm phantom` and analysed by the demo weights."""
-    from napari_fvlm.core.inference.models import load_analyzer
-
     folder = tmp_path_factory.mktemp("pair")
     assert main(["phantom", "--out", str(folder / "prior"), "--seed", str(SEED), "--finding", BASE]) == 0
     assert main(["phantom", "--out", str(folder / "current"), "--seed", str(SEED), "--finding", BASE,
                  "--finding", ADDED[0]]) == 0
-    analyzer = load_analyzer("demo", "cpu")
+    analyzer = demo_session.models.get("demo", "cpu")
     assert analyzer.calibration is not None
     out = []
     for name in ("prior", "current"):
@@ -138,3 +144,18 @@ def test_linked_point_stays_in_the_same_anatomy(phantom_pair):
     assert anatomy == "heart"
     voxel = tuple(int(round(v)) for v in current_labels.to_voxel(world))
     assert current_labels.array[voxel] == heart_id  # the enlarged heart's centre is still heart
+
+
+def test_linked_views_show_the_prior_beside_the_current_on_the_same_slice(phantom_pair):
+    (_, _, prior_labels), (_, _, current_labels) = phantom_pair
+    views = LinkedViews.of(prior_labels, current_labels, "fine")
+    heart_id = next(i for i, n in current_labels.labels.items() if n == "heart")
+    point = ras_to_display(current_labels.to_world(np.argwhere(current_labels.array == heart_id).mean(axis=0)))
+    link = views.link(point)
+    assert link.anatomy == "heart"
+    np.testing.assert_allclose(link.prior_point[:2], point[:2])  # the same slice and screen row
+    assert display_extent(prior_labels)[0][2] + link.shift[2] > display_extent(current_labels)[1][2]  # beside
+    assert views.on_prior(link.prior_point) and not views.on_prior(point)
+    back, anatomy = views.current_point(link.prior_point, link.shift)
+    assert anatomy == "heart"
+    np.testing.assert_allclose(back, point, atol=1e-6)  # and back

@@ -74,7 +74,7 @@ def totalseg_problem() -> tuple[str, str]:
     return "", "segments the CT (fast model)"
 
 
-def _set_items(combo: QComboBox, names: list[str]) -> None:
+def set_items(combo: QComboBox, names: list[str]) -> None:
     """Replace a combo's items, keeping the current choice when it still exists."""
     current = combo.currentText()
     combo.blockSignals(True)
@@ -137,8 +137,8 @@ class InputsForm(QGroupBox):
         self.anatomy_kind.setCurrentIndex(list(ANATOMY_CHOICES).index(kind))
 
     def set_layer_names(self, ct_names: list[str], labels_names: list[str]) -> None:
-        _set_items(self.ct, ct_names)
-        _set_items(self.labels, labels_names)
+        set_items(self.ct, ct_names)
+        set_items(self.labels, labels_names)
         self._default_anatomy()
 
     def select(self, ct: str | None = None, labels: str | None = None, checkpoint: str | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.anatomy.catalog import labels_in
 from ..core.errors import FvlmInputError
 from ..core.inference.session import AnalysedCT, AnalysisSession, AnatomySource, ModelCache
-from ..core.progress import Cancelled, Progress
+from ..core.progress import Cancelled, Progress, span
 from ..core.volume import Volume
 
 
@@ -47,6 +47,7 @@ class AnalysisResult:
 
     request: AnalysisRequest
     analysed: AnalysedCT
+    draft: str = ""  # the report draft of its findings (core/report/draft.py), made in the worker
 
     @property
     def labels(self) -> Volume:
@@ -124,7 +125,10 @@ def load_with_progress(models: ModelCache, request: AnalysisRequest, progress: P
 
 def run_analysis(request: AnalysisRequest, session: AnalysisSession, progress: Progress | None = None,
                  cancel: threading.Event | None = None) -> AnalysisResult:
-    """Load the model (first, so a bad model fails fast), make the masks, encode and score the CT."""
+    """Load the model (first, so a bad model fails fast), make the masks, encode and score the CT,
+    and draft its report."""
+    from ..core.report.draft import report_draft
+
     if request.anatomy.layer_state is not None and request.anatomy.labels is None:
         from .._layers import layer_volume  # naming the labels scans the whole mask: not on the GUI thread
 
@@ -134,7 +138,43 @@ def run_analysis(request: AnalysisRequest, session: AnalysisSession, progress: P
     load_with_progress(session.models, request, progress)
     analysed = session.run(request.ct, request.anatomy, request.model_source, request.device, progress=progress,
                            cancel=cancel)
-    return AnalysisResult(request, analysed)
+    return AnalysisResult(request, analysed, report_draft(findings_table(analysed), study=request.ct_name))
+
+
+def findings_table(analysed: AnalysedCT):
+    """The findings table (core/report/table.py) the report draft and the comparison read."""
+    from ..core.report.table import FindingsTable
+
+    return FindingsTable.from_analysis(analysed.analysis, analysed.analyzer.config)
+
+
+@dataclass
+class ComparisonResult:
+    """Two finished analyses of one patient, the changes of their calibrated scores
+    (`core.report.compare.Change`, new first) and their linked views (`core.report.linked`)."""
+
+    prior: AnalysisResult
+    current: AnalysisResult
+    changes: list
+    views: object  # LinkedViews
+
+
+def run_comparison(prior: AnalysisRequest, current: AnalysisRequest, session: AnalysisSession,
+                   progress: Progress | None = None, cancel: threading.Event | None = None) -> ComparisonResult:
+    """Analyse the prior, then the current (a CT analysed before with the same masks and model is
+    not encoded again: the session's cache), compare their calibrated findings, and read both
+    masks' anatomy boxes for the linked views."""
+    from ..core.report.compare import compare_tables
+    from ..core.report.linked import LinkedViews
+
+    results = []
+    for name, request, (low, high) in (("prior", prior, (0.0, 0.5)), ("current", current, (0.5, 1.0))):
+        stage = span(progress, low, high)
+        said = None if stage is None else (lambda f, m, stage=stage, name=name: stage(f, f"{name}: {m}"))
+        results.append(run_analysis(request, session, said, cancel))
+    changes = compare_tables(*(findings_table(r.analysed) for r in results))
+    views = LinkedViews.of(results[0].labels, results[1].labels, results[1].analyzer.config.anatomy_group_set)
+    return ComparisonResult(*results, changes, views)
 
 
 MAX_SHOWN_SPACING_MM = 3.0  # coarser maps (40-48 mm tokens) are shown on a 3 mm grid: the masks cut them finely

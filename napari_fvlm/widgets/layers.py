@@ -8,9 +8,19 @@ the sliders never move when one is added; napari interpolates them on the GPU.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from .._layers import AFFINE_KEY, HEATMAP_KEY, LABEL_COLORMAP_KEY, layer_volume, volume_layer_data
+from .._layers import (
+    AFFINE_KEY,
+    HEATMAP_KEY,
+    LABEL_COLORMAP_KEY,
+    LINKED_PRIOR_KEY,
+    SOURCE_PATH_KEY,
+    layer_volume,
+    volume_layer_data,
+)
 from ..core.errors import FvlmInputError
 from ..core.geometry import display_scale_translate, ras_to_display
 from ..core.volume import Volume
@@ -36,16 +46,27 @@ class LayerWiring:
 
     # --- reading layers -------------------------------------------------------------------------
     def ct_candidates(self) -> list:
-        """Image layers a CT could be in: not the heatmaps made here."""
+        """Image layers a CT could be in: not the heatmaps or the linked prior made here."""
         from napari.layers import Image
 
+        made_here = (HEATMAP_KEY, LINKED_PRIOR_KEY)
         return [layer for layer in self.viewer.layers
-                if isinstance(layer, Image) and HEATMAP_KEY not in layer.metadata]
+                if isinstance(layer, Image) and not any(key in layer.metadata for key in made_here)]
 
     def labels_candidates(self) -> list:
         from napari.layers import Labels
 
         return [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+
+    def labels_beside(self, name: str | None) -> str | None:
+        """The Labels layer read from the folder the layer ``name`` was read from (a study's or a
+        phantom's masks beside its CT), or None."""
+        def folder(layer):
+            path = layer.metadata.get(SOURCE_PATH_KEY) if layer is not None else None
+            return str(Path(path).resolve().parent) if path else None
+
+        home = folder(self.find(name))
+        return next((layer.name for layer in self.labels_candidates() if home and folder(layer) == home), None)
 
     def find(self, name: str | None):
         """The layer called ``name``, or None."""

@@ -20,8 +20,10 @@ from qtpy.QtWidgets import (
 
 from ..core.windows import WINDOW_PRESETS
 from .anatomy_list import AnatomyList
+from .comparison_view import ComparisonView
 from .inputs import InputsForm
 from .query_box import QueryBox
+from .report_box import ReportBox
 from .results_table import ResultsTable
 
 NOTICE = "Research use only — not for diagnosis."
@@ -59,7 +61,8 @@ def _row(*widgets) -> QHBoxLayout:
 
 
 class PanelView(QWidget):
-    """Inputs, run controls, findings table, query box, display controls, anatomy list, exports."""
+    """Inputs, run controls, findings table, query box, and tabs: display controls, anatomy list,
+    exports, the report draft, prior vs current."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -105,6 +108,11 @@ class PanelView(QWidget):
         self.export_masks = QPushButton("Masks…")
         self.export_masks.setToolTip("The anatomy masks as NIfTI in the CT's original geometry")
         self.export_screenshot = QPushButton("Screenshot…")
+        self.export_dicom = QPushButton("DICOM SEG + SR…")
+        self.export_dicom.setToolTip("For a CT read from a DICOM series: anatomy and finding Segmentations and a "
+                                     "TID 1500 structured report referencing that series")
+        self.report = ReportBox()
+        self.comparison = ComparisonView()
         self.cursor = QLabel("")
         self.cursor.setToolTip("Value under the mouse: Hounsfield units and anatomy")
 
@@ -121,6 +129,8 @@ class PanelView(QWidget):
         self.tabs.addTab(self._display_tab(), "Display")
         self.tabs.addTab(self.anatomy, "Anatomy")
         self.tabs.addTab(self._export_tab(), "Export")
+        self.tabs.addTab(self.report, "Report")
+        self.tabs.addTab(self.comparison, "Compare")
         layout.addWidget(self.tabs)
         layout.addWidget(self.cursor)
 
@@ -136,6 +146,7 @@ class PanelView(QWidget):
         tab = QWidget()
         column = QVBoxLayout(tab)
         column.addLayout(_row(self.export_findings, self.export_masks, self.export_screenshot))
+        column.addLayout(_row(self.export_dicom))
         column.addWidget(QLabel("Files keep the CT's original geometry; the CT itself is never overwritten."))
         column.addStretch()
         return tab

@@ -15,6 +15,7 @@ from ..core.errors import FvlmInputError
 from ..core.inference import models as model_sources
 from ..core.inference.session import AnalysisSession
 from . import dialogs, export_actions
+from .comparison import PriorCurrent
 from .jobs import run_analysis, run_finding, run_query
 from .layers import LayerWiring
 from .layout import PanelView
@@ -56,6 +57,7 @@ class FvlmPanel(QWidget):
         self.session = AnalysisSession()
         self.progress = ProgressReport(self.view.progress)
         self.close_watcher = CloseWatcher(self.shutdown, self)
+        self.prior_current = PriorCurrent(self)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -89,21 +91,25 @@ class FvlmPanel(QWidget):
         view.export_findings.clicked.connect(self._ask_export_findings)
         view.export_masks.clicked.connect(self._ask_export_masks)
         view.export_screenshot.clicked.connect(self._ask_screenshot)
+        view.export_dicom.clicked.connect(self._ask_export_dicom)
+        view.report.save.clicked.connect(self._ask_save_report)
         runner = self.runner
         self.destroyed.connect(lambda *_: runner.stop(CLOSE_WAIT_S))
         QTimer.singleShot(0, self._watch_window)  # once docked, watch the viewer's window
 
     # --- inputs ---------------------------------------------------------------------------------
     def refresh_layer_choices(self, *_event) -> None:
-        self.view.inputs.set_layer_names([layer.name for layer in self.wiring.ct_candidates()],
-                                         [layer.name for layer in self.wiring.labels_candidates()])
+        names = ([layer.name for layer in self.wiring.ct_candidates()],
+                 [layer.name for layer in self.wiring.labels_candidates()])
+        self.view.inputs.set_layer_names(*names)
+        self.view.comparison.set_layer_names(*names)
 
     def open_ct(self, path) -> None:
         """Read a CT in the background and add it as a layer (drag-and-drop reads on the GUI thread)."""
         from .background_open import open_in_background
 
         self.view.say(f"Opening {path}…")
-        self._opening = open_in_background(self.viewer, path, self._ct_opened, self._refuse)
+        self._opening = open_in_background(self.viewer, path, self._ct_opened, self.refuse)
 
     def _ct_opened(self, layers) -> None:
         if not self.state.closed and layers:
@@ -119,21 +125,36 @@ class FvlmPanel(QWidget):
     # --- analysis -------------------------------------------------------------------------------
     def analyze(self) -> bool:
         """Start the analysis in the background; False (with a message) when it cannot start."""
-        if self.runner.busy:
-            self.view.say(f"Busy with the {self.runner.kind}: wait for it to finish or press Cancel.", "warning")
+        if self.refuse_if_busy():
             return False
         try:
             request = self.wiring.analysis_request(self.view.inputs.choices())
         except FvlmInputError as err:
-            self._refuse(str(err))
+            self.refuse(str(err))
             return False
-        then = Continuations(self._analysis_done, self._analysis_refused, self._analysis_cancelled,
-                             self._analysis_failed)
-        self.runner.start("analysis", run_analysis, request, self.session, then=then, with_progress=True)
+        then = self.long_continuations(self._analysis_done)
+        return self.start_long("analysis", run_analysis, request, self.session, then=then,
+                               message=f"Analyzing {request.ct_name}…")
+
+    def refuse_if_busy(self) -> bool:
+        """True (with a message) while a job runs."""
+        if self.runner.busy:
+            self.view.say(f"Busy with the {self.runner.kind}: wait for it to finish or press Cancel.", "warning")
+        return self.runner.busy
+
+    def start_long(self, kind: str, job, *args, then: Continuations, message: str) -> bool:
+        """Start an analysis-sized job (analysis, comparison) with the progress bar and Cancel."""
+        if self.refuse_if_busy():
+            return False
+        self.runner.start(kind, job, *args, then=then, with_progress=True)
         self.view.set_running(True)
-        self.view.say(f"Analyzing {request.ct_name}…")
+        self.view.say(message)
         self.progress.start()
         return True
+
+    def long_continuations(self, done) -> Continuations:
+        """A long job's continuations: ``done``, or the analysis's refusal, cancel and failure lines."""
+        return Continuations(done, self._analysis_refused, self._analysis_cancelled, self._analysis_failed)
 
     def cancel(self) -> None:
         if self.runner.cancel():
@@ -146,7 +167,7 @@ class FvlmPanel(QWidget):
     def _analysis_done(self, result) -> None:
         if self.state.closed:
             return
-        self._finish(completed=True)
+        self.end_long(completed=True)
         self.state.result, self.state.history, self.state.shown_findings = result, {}, []
         self.view.query.clear()
         self.view.show_scores(result.analysis.scores, result.analysis.calibrated)
@@ -157,23 +178,24 @@ class FvlmPanel(QWidget):
         self.view.say(f"Scored {len(result.analysis.scores)} anatomies ({calibration}) in "
                       f"{result.analysis.timing_s.get('total', 0.0):.1f} s. Choose a row to see its heatmap, "
                       f"or ask below.{absent}")
+        self.view.report.offer(result.draft, result.request.ct_name)  # an edited draft is kept: see ReportBox
         rows = self.view.table.rows()
         if rows:  # the most probable finding's map, at once
             self.view.table.choose(rows[0].anatomy, rows[0].finding)
 
     def _analysis_refused(self, message: str) -> None:
         if not self.state.closed:
-            self._finish(completed=False)
-            self._refuse(message)
+            self.end_long(completed=False)
+            self.refuse(message)
 
     def _analysis_cancelled(self) -> None:
         if not self.state.closed:
-            self._finish(completed=False)
+            self.end_long(completed=False)
             self.view.say("Analysis cancelled; nothing was changed.", "warning")
 
     def _analysis_failed(self, err: Exception) -> None:
         if not self.state.closed:
-            self._finish(completed=False)
+            self.end_long(completed=False)
             self.view.say(f"The analysis failed: {err}", "error")
 
     def _show_anatomy(self, result) -> None:
@@ -196,7 +218,7 @@ class FvlmPanel(QWidget):
         if self.runner.busy:
             self._pending_finding = (anatomy, finding)
             return
-        then = Continuations(self._finding_done, self._refuse, self._next_finding, self._job_failed)
+        then = Continuations(self._finding_done, self.refuse, self._next_finding, self._job_failed)
         self.runner.start("heatmap", run_finding, self.state.result, anatomy, finding, then=then)
 
     def _finding_done(self, shown) -> None:
@@ -222,14 +244,14 @@ class FvlmPanel(QWidget):
         from ..core.inference.grounding import check_query
 
         if self.state.result is None:
-            self._refuse("Analyze a CT first: questions are answered on its analysis.")
+            self.refuse("Analyze a CT first: questions are answered on its analysis.")
             return False
         try:
             text = check_query(text)
         except FvlmInputError as err:
-            self._refuse(str(err))
+            self.refuse(str(err))
             return False
-        then = Continuations(self._query_done, self._refuse, lambda: None, self._job_failed)
+        then = Continuations(self._query_done, self.refuse, lambda: None, self._job_failed)
         return self._start("query", run_query, self.state.result, text, then=then)
 
     def _query_done(self, outcome) -> None:
@@ -285,7 +307,7 @@ class FvlmPanel(QWidget):
     def apply_window(self, preset: str) -> None:
         layer = self.wiring.find(self.view.inputs.ct.currentText())
         if layer is None:
-            self._refuse("Open a CT first: window presets apply to the CT layer.")
+            self.refuse("Open a CT first: window presets apply to the CT layer.")
             return
         apply_window(layer, preset)
 
@@ -296,45 +318,47 @@ class FvlmPanel(QWidget):
     # --- exports --------------------------------------------------------------------------------
     def export_findings(self, folder) -> bool:
         """Write findings.json/.csv and heatmaps into ``folder`` in the background."""
-        if self._needs_result():
-            return False
-        try:
-            export_actions.check_findings_folder(folder, self.state.result)
-        except FvlmInputError as err:
-            self._refuse(str(err))
-            return False
         state = self.state
-        then = Continuations(self._export_done, self._refuse, lambda: None, self._job_failed)
-        return self._start("export", export_actions.write_findings, folder, state.result,
-                           list(state.history.values()), list(state.shown_findings), then=then)
-
-    def _export_done(self, path) -> None:
-        if not self.state.closed:
-            self.view.say(f"Written: {path}.")
+        if self._needs_result() or not self._passes(export_actions.check_findings_folder, folder, state.result):
+            return False
+        return self._export(export_actions.write_findings, folder, state.result, list(state.history.values()),
+                            list(state.shown_findings))
 
     def export_masks(self, path) -> bool:
         """The anatomy masks as NIfTI in the CT's original geometry, written in the background."""
-        if self._needs_result():
+        if self._needs_result() or not self._passes(export_actions.refuse_sources, path, self._sources()):
             return False
-        try:
-            export_actions.refuse_sources(path, export_actions.source_paths(self.state.result))
-        except FvlmInputError as err:
-            self._refuse(str(err))
+        return self._export(export_actions.write_masks, path, self.state.result)
+
+    def export_dicom(self, folder) -> bool:
+        """DICOM SEG + SR referencing the CT's source series into ``folder``, written in the background."""
+        if self._needs_result() or not self._passes(export_actions.check_dicom, folder, self.state.result):
             return False
-        then = Continuations(self._export_done, self._refuse, lambda: None, self._job_failed)
-        return self._start("export", export_actions.write_masks, path, self.state.result, then=then)
+        return self._export(export_actions.write_dicom, folder, self.state.result, list(self.state.shown_findings))
+
+    def save_report(self, path) -> bool:
+        """The report draft as the reader left it (with the research-use notice) as a .txt file."""
+        text = self.view.report.text()
+        if not text.strip():
+            self.refuse("Analyze a CT first: its report draft appears in the Report tab.")
+            return False
+        if not self._passes(export_actions.check_report_path, path, self._sources()):
+            return False
+        return self._export(export_actions.write_report, path, text, self._sources())
 
     def export_screenshot(self, path) -> bool:
         """The whole window as PNG: grabbed here (Qt needs the GUI thread), encoded and written in the background."""
-        sources = export_actions.source_paths(self.state.result) if self.state.result else ()
-        try:
-            export_actions.check_screenshot_path(path, sources)
-        except FvlmInputError as err:
-            self._refuse(str(err))
+        if not self._passes(export_actions.check_screenshot_path, path, self._sources()):
             return False
         image = self.viewer.screenshot(canvas_only=False, flash=False)
-        then = Continuations(self._export_done, self._refuse, lambda: None, self._job_failed)
-        return self._start("export", export_actions.write_png, path, image, sources, then=then)
+        return self._export(export_actions.write_png, path, image, self._sources())
+
+    def _export_done(self, written) -> None:
+        if self.state.closed:
+            return
+        if isinstance(written, list):  # the files of a folder
+            written = f"{written[0].parent}: {', '.join(path.name for path in written)}" if written else "nothing"
+        self.view.say(f"Written: {written}.")
 
     def _ask_export_findings(self) -> None:
         folder = dialogs.ask_folder(self, "An empty folder (or an earlier export) for the findings")
@@ -348,10 +372,41 @@ class FvlmPanel(QWidget):
             if path:
                 self.export_masks(path)
 
+    def _ask_export_dicom(self) -> None:
+        """Refused at once for a CT not read from DICOM; else asks for the folder."""
+        if self._needs_result() or not self._passes(export_actions.check_dicom_source, self.state.result):
+            return
+        folder = dialogs.ask_folder(self, "An empty folder (or an earlier DICOM export) for the SEG and SR files")
+        if folder:
+            self.export_dicom(folder)
+
+    def _ask_save_report(self) -> None:
+        name = self.state.result.request.ct_name if self.state.result else "fvlm"
+        path = dialogs.ask_save_path(self, "Save the report draft", f"{name}_report.txt", "Text (*.txt)")
+        if path:
+            self.save_report(path)
+
     def _ask_screenshot(self) -> None:
         path = dialogs.ask_save_path(self, "Save screenshot", "fvlm_screenshot.png", "PNG (*.png)")
         if path:
             self.export_screenshot(path)
+
+    def _passes(self, check, *args) -> bool:
+        """Run an input check; False (with its message) when it refuses."""
+        try:
+            check(*args)
+        except FvlmInputError as err:
+            self.refuse(str(err))
+            return False
+        return True
+
+    def _export(self, job, *args) -> bool:
+        then = Continuations(self._export_done, self.refuse, lambda: None, self._job_failed)
+        return self._start("export", job, *args, then=then)
+
+    def _sources(self) -> list[str]:
+        """Files the analysis read: no export may replace them."""
+        return export_actions.source_paths(self.state.result) if self.state.result else []
 
     def _start(self, kind: str, job, *args, then: Continuations) -> bool:
         """Start a short job (query, export); refused politely while another one runs."""
@@ -362,18 +417,18 @@ class FvlmPanel(QWidget):
 
     def _needs_result(self) -> bool:
         if self.state.result is None:
-            self._refuse("Analyze a CT first; there is nothing to export yet.")
+            self.refuse("Analyze a CT first; there is nothing to export yet.")
             return True
         return False
 
     # --- lifecycle ------------------------------------------------------------------------------
-    def _refuse(self, message: str) -> None:
+    def refuse(self, message: str) -> None:
         from napari.utils.notifications import show_warning
 
         self.view.say(message, "warning")
         show_warning(message)
 
-    def _finish(self, completed: bool) -> None:
+    def end_long(self, completed: bool) -> None:
         self.view.set_running(False)
         self.progress.finish(completed)
 

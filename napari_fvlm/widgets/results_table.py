@@ -8,15 +8,15 @@ values are not probabilities of anything.
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtGui import QBrush, QColor
-from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+from qtpy.QtWidgets import QHeaderView, QTableWidgetItem
 
 from ..core.inference.ranking import UNCALIBRATED, RankedScore, ranked_scores
+from .finding_rows import KEY_ROLE, FindingRows
 
 COLUMNS = ("#", "Anatomy", "Finding", "Probability", "Threshold")
 RANK, ANATOMY, FINDING, PROBABILITY, THRESHOLD = range(len(COLUMNS))
-KEY_ROLE = Qt.ItemDataRole.UserRole
 
 
 def row_color(row: RankedScore) -> QColor | None:
@@ -27,20 +27,12 @@ def row_color(row: RankedScore) -> QColor | None:
     return QColor(230, int(110 - 70 * p), 30, int(70 + 150 * p))
 
 
-class ResultsTable(QTableWidget):
+class ResultsTable(FindingRows):
     """Emits ``finding_chosen(anatomy, finding)`` when the user picks a row."""
 
-    finding_chosen = Signal(str, str)
-
     def __init__(self, parent=None) -> None:
-        super().__init__(0, len(COLUMNS), parent)
+        super().__init__(COLUMNS, parent)
         self._rows: dict[tuple[str, str], RankedScore] = {}
-        self.setHorizontalHeaderLabels(COLUMNS)
-        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.verticalHeader().setVisible(False)
-        self.verticalHeader().setDefaultSectionSize(22)
         header = self.horizontalHeader()
         for column in (RANK, PROBABILITY, THRESHOLD):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
@@ -49,7 +41,6 @@ class ResultsTable(QTableWidget):
         header.setSectionResizeMode(FINDING, QHeaderView.ResizeMode.Stretch)
         self.setToolTip("Calibrated probability of each finding in each anatomy and whether it is above the "
                         "finding's threshold (coloured); choose a row to see where the model looks.")
-        self.itemSelectionChanged.connect(self._emit_choice)
 
     def set_scores(self, scores: dict[str, dict[str, float]], calibrated: dict | None = None) -> None:
         """Fill the table in rank order (the user may re-sort by any column)."""
@@ -102,18 +93,3 @@ class ResultsTable(QTableWidget):
     def rows(self) -> list[RankedScore]:
         """What the table shows, in display order."""
         return [self._rows[self.item(row, 0).data(KEY_ROLE)] for row in range(self.rowCount())]
-
-    def choose(self, anatomy: str, finding: str) -> bool:
-        """Select the row of (anatomy, finding), as a click would; False when it is not shown."""
-        for row in range(self.rowCount()):
-            if self.item(row, 0).data(KEY_ROLE) == (anatomy, finding):
-                self.selectRow(row)
-                self.scrollToItem(self.item(row, 0))
-                return True
-        return False
-
-    def _emit_choice(self) -> None:
-        items = self.selectedItems()
-        if items:
-            anatomy, finding = items[0].data(KEY_ROLE)
-            self.finding_chosen.emit(anatomy, finding)

@@ -262,3 +262,27 @@ def export_findings(out, analysed: AnalysedCT, queries=None, shown: Iterable[tup
     maps = export_maps(analysed, analysis, shown)
     return write_analysis(out, analysed.ct, analysis, maps, analysed.model_info,
                           {"masks": {"source": analysed.anatomy.described}})
+
+
+def check_dicom_folder(out, analysed: AnalysedCT) -> Path:
+    """The resolved DICOM output folder, refused before any work when the CT did not come from a
+    DICOM series, or the folder is or holds a source file or holds files of another kind."""
+    from ..dicom_export.series import require_dicom_ct
+    from ..dicom_export.write import DICOM_OUTPUTS
+    from .export import check_out_dir
+
+    require_dicom_ct(analysed.ct)
+    out = refuse_sources(out, analysed.source_paths())
+    check_out_dir(out, DICOM_OUTPUTS)
+    return out
+
+
+def export_dicom(out, analysed: AnalysedCT, shown: Iterable[tuple[str, str]] = ()) -> list[Path]:
+    """DICOM SEG and SR results referencing the CT's source series in ``out`` (docs/dicom-results.md),
+    from the maps a findings export writes (`export_maps`); returns the written paths."""
+    from ..dicom_export.write import write_analysis_dicom
+
+    out = check_dicom_folder(out, analysed)
+    maps = export_maps(analysed, analysed.analysis, shown)
+    return write_analysis_dicom(out, analysed.ct, analysed.labels, analysed.analysis, analysed.analyzer.config,
+                                maps, FINDING_HEATMAP_THRESHOLD)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..anatomy.catalog import group_masks, group_set
 from ..errors import FvlmInputError
 from ..volume import Volume
 from .table import FindingsTable
@@ -78,30 +77,10 @@ def comparison_text(changes: list[Change], limit: int | None = None) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows) + "\n"
 
 
-def _box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    where = np.nonzero(mask)
-    return np.array([w.min() for w in where], float), np.array([w.max() for w in where], float)
-
-
-def _anatomy_at(labels: Volume, voxel: np.ndarray, names: str) -> tuple[str, np.ndarray] | None:
-    """The smallest anatomy group holding ``voxel`` (z, y, x), with its mask; None when none does."""
-    index = tuple(int(round(v)) for v in voxel)
-    if not all(0 <= i < n for i, n in zip(index, labels.shape)):
-        return None
-    holding = [(int(m.sum()), name, m) for name, m in group_masks(labels.array, group_set(names)).items() if m[index]]
-    return (min(holding, key=lambda h: h[0])[1:]) if holding else None
-
-
 def corresponding_point(world_mm, prior_labels: Volume, current_labels: Volume, names: str) -> tuple[np.ndarray, str]:
     """(RAS mm in the current CT, anatomy) of a prior point: the same relative position within the
-    bounding box of the same anatomy (outside every anatomy: within all labelled voxels)."""
-    voxel = prior_labels.to_voxel(np.asarray(world_mm, float))
-    found = _anatomy_at(prior_labels, voxel, names)
-    anatomy, prior_mask = found if found else ("", prior_labels.array > 0)
-    current_mask = group_masks(current_labels.array, group_set(names))[anatomy] if anatomy else current_labels.array > 0
-    if not prior_mask.any() or not current_mask.any():
-        raise FvlmInputError(f"The {anatomy.replace('_', ' ') or 'labelled region'} is missing from one of the "
-                             "CTs' masks, so the views cannot be linked there.")
-    (lo, hi), (lo2, hi2) = _box(prior_mask), _box(current_mask)
-    fraction = (voxel - lo) / np.maximum(hi - lo, 1.0)
-    return current_labels.to_world(lo2 + fraction * (hi2 - lo2)), anatomy
+    bounding box of the same anatomy (outside every anatomy: within all labelled voxels); see
+    linked.py, which the panel's linked views use."""
+    from .linked import AnatomyBoxes
+
+    return AnatomyBoxes.of(prior_labels, names).corresponding(world_mm, AnatomyBoxes.of(current_labels, names))

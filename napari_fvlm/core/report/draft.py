@@ -92,3 +92,10 @@ def report_draft(table: FindingsTable, study: str = "") -> str:
         body.append(f"{section}: " + (" ".join(s.sentence() for s in found) if found else NOTHING_ABOVE))
     extra = _not_assessed(table)
     return "\n".join(head + body + ([""] + extra if extra else [])) + "\n"
+
+
+def with_notice(text: str) -> str:
+    """A draft as saved after editing: headed by the research-use notice (put back when an edit
+    removed it), ending in a newline."""
+    text = text if text.lstrip().startswith(RESEARCH_NOTICE) else f"{RESEARCH_NOTICE}\n{text}"
+    return text if text.endswith("\n") else text + "\n"
