@@ -250,4 +250,6 @@ def test_a_mask_file_source_adds_a_named_anatomy_layer(make_napari_viewer, case,
     assert anatomy.data.shape == ct_layer.data.shape
     np.testing.assert_allclose(anatomy.scale, ct_layer.scale)
     voxel = np.argwhere(anatomy.data == TOTAL_CLASS_IDS["aorta"])[0]
-    assert "name: aorta" in anatomy.get_status(tuple(ct_layer.data_to_world(voxel)), world=True)["value"]
+    world = tuple(ct_layer.data_to_world(voxel))
+    viewer.dims.point = world  # napari reads a 2D view's status from the slice on screen
+    assert "name: aorta" in anatomy.get_status(world, world=True)["value"]
