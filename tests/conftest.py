@@ -45,6 +45,30 @@ def demo_session():
     return AnalysisSession()
 
 
+@pytest.fixture(scope="session")
+def analysed_case(synthetic_case, tmp_path_factory):
+    """The folder `fvlm analyze` wrote for `synthetic_case` with the two `CASE_QUERIES`, run once
+    for every test that reads such a folder (tests must not change it)."""
+    from napari_fvlm.cli import main
+
+    from engine_fixtures import CASE_QUERIES
+
+    folder, model = synthetic_case
+    out = tmp_path_factory.mktemp("analysed_case") / "result"
+    queries = [item for query in CASE_QUERIES for item in ("--query", query)]
+    assert main(["analyze", str(folder / "ct.nii.gz"), "--masks", str(folder / "anatomy.nii.gz"), "--model", model,
+                 *queries, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """One sample cache for every test that trains or evaluates the tiny training config: a cache
+    folder is named by the preprocessing it holds, and each phantom is built once for the run,
+    whichever test's seed range asks for it first."""
+    return tmp_path_factory.mktemp("tiny_cache")
+
+
 GUI_FIXTURES = {"make_napari_viewer", "qtbot"}
 
 

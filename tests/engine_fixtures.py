@@ -9,6 +9,7 @@ from napari_fvlm.core.anatomy.totalseg_classes import TOTAL_CLASS_IDS as IDS
 from napari_fvlm.core.volume import Volume
 
 SHAPE = (96, 160, 192)  # z, y, x
+CASE_QUERIES = ("nodule in the left lower lobe", "fluid around the heart")  # asked of the analysed case
 AFFINE = np.array([[-1.8, 0, 0, 170.0], [0, -1.8, 0, 140.0], [0, 0, 3.0, -150.0], [0, 0, 0, 1]])
 
 

@@ -209,7 +209,7 @@ TINY = "training/configs/phantom-tiny.json"
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def tiny_model(tmp_path_factory, tiny_cache):
     """A random tiny model saved the way training saves one (its config record in config.json)."""
     import torch
 
@@ -217,7 +217,7 @@ def tiny_model(tmp_path_factory):
     from training.config import load_config, run_record
 
     folder = tmp_path_factory.mktemp("tiny")
-    config = load_config(TINY, [f"cache_dir={folder / 'cache'}", "val_seeds=[10000, 10012]",
+    config = load_config(TINY, [f"cache_dir={tiny_cache}", "val_seeds=[10000, 10012]",
                                 "test_seeds=[20000, 20006]"])
     torch.manual_seed(0)
     save_checkpoint(build_model(config.model_config()), folder / "model", {"train_config": run_record(config)})

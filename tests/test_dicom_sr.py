@@ -4,6 +4,8 @@ findings table, and its region the anatomy's segment of the anatomy SEG written 
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pydicom
 import pytest
@@ -64,15 +66,23 @@ def _anatomy_segments(path) -> dict[int, str]:
     return {int(d.SegmentNumber): str(d.TrackingID).removeprefix("anatomy ") for d in seg.SegmentSequence}
 
 
-@pytest.mark.parametrize("calibrated", [True, False])
-def test_sr_holds_the_findings_table(series, tmp_path, calibrated):
+@pytest.fixture(scope="module")
+def written(series, tmp_path_factory) -> dict:
+    """{calibrated: (folder, written paths)}: the results of each table, written once (seconds each)."""
     ct, labels = series
+    folders = {calibrated: tmp_path_factory.mktemp("sr-written") / "dicom" for calibrated in (True, False)}
+    return {calibrated: (folder, write_dicom_results(folder, ct, labels, table(calibrated), maps=[]))
+            for calibrated, folder in folders.items()}
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_sr_holds_the_findings_table(written, calibrated):
     findings = table(calibrated)
-    paths = write_dicom_results(tmp_path / "dicom", ct, labels, findings, maps=[])
+    folder, paths = written[calibrated]
     assert sorted(p.name for p in paths) == sorted([ANATOMY_SEG, FINDINGS_SR])
-    segments = _anatomy_segments(tmp_path / "dicom" / ANATOMY_SEG)
-    anatomy_seg_uid = str(pydicom.dcmread(tmp_path / "dicom" / ANATOMY_SEG).SOPInstanceUID)
-    groups = _read_groups(tmp_path / "dicom" / FINDINGS_SR)
+    segments = _anatomy_segments(folder / ANATOMY_SEG)
+    anatomy_seg_uid = str(pydicom.dcmread(folder / ANATOMY_SEG).SOPInstanceUID)
+    groups = _read_groups(folder / FINDINGS_SR)
     expected = {(a, f) for a, row in findings.scores.items() for f in row}
     assert len(groups) == len(expected)
     seen = set()
@@ -118,11 +128,13 @@ def test_finding_maps_give_region_and_probability_segmentations(series, tmp_path
     assert label == "cardiomegaly probability, heart"
 
 
-def test_an_earlier_output_is_replaced_and_a_foreign_folder_refused(series, tmp_path):
+def test_an_earlier_output_is_replaced_and_a_foreign_folder_refused(series, written, tmp_path):
     ct, labels = series
     out = tmp_path / "dicom"
-    write_dicom_results(out, ct, labels, table(True), maps=[])
+    shutil.copytree(written[True][0], out)  # an earlier output
+    earlier = pydicom.dcmread(out / FINDINGS_SR).SOPInstanceUID
     write_dicom_results(out, ct, labels, table(False), maps=[])
+    assert pydicom.dcmread(out / FINDINGS_SR).SOPInstanceUID != earlier
     (out / "notes.txt").write_text("mine")
     with pytest.raises(FvlmInputError, match="other files"):
         write_dicom_results(out, ct, labels, table(True), maps=[])

@@ -169,7 +169,7 @@ def test_the_auxiliary_loss_trains_the_zero_shot_logits_of_labelled_slots():
 
 
 @pytest.mark.slow
-def test_a_tiny_focal_run_with_labels_trains_and_its_checkpoint_draws_fine_maps(tmp_path):
+def test_a_tiny_focal_run_with_labels_trains_and_its_checkpoint_draws_fine_maps(tmp_path, tiny_cache):
     """The whole focal path in training: cached channels, voxel-mask pooling, the auxiliary loss,
     a checkpoint that loads and draws voxel-level maps."""
     import csv
@@ -184,7 +184,7 @@ def test_a_tiny_focal_run_with_labels_trains_and_its_checkpoint_draws_fine_maps(
     from training.trainer import train
 
     config = load_config("training/configs/phantom-tiny.json", [
-        f"cache_dir={tmp_path / 'cache'}", f"out_dir={tmp_path / 'runs'}", "model.focal_features=4",
+        f"cache_dir={tiny_cache}", f"out_dir={tmp_path / 'runs'}", "model.focal_features=4",
         "model.focal_hidden=8", "aux_bce_weight=5.0", "epochs=2", "in_memory=false"])
     run = train(config)
     rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r["loss"]]

@@ -165,6 +165,38 @@ def test_prepared_input_matches_the_reference(converted, volumes):
         assert float(crop.sum(dtype=np.float64)) == pytest.approx(processed["crops"][organ]["sum"], rel=1e-5)
 
 
+def test_the_resize_is_monai_resized_as_the_reference_calls_it(volumes):
+    """The reference merges the organs, then resizes with MONAI's `Resized` (trilinear for the CT,
+    nearest for the organs) on the file's (x, y, z) voxel array; the protocol computes the same on
+    (z, y, x) without importing MONAI. Checked on the reference's upsampling target and on a
+    shrink (real CTs' sub-millimetre pixels), which takes the organ map's gather-first branch."""
+    import nibabel as nib
+    from monai.transforms import Resize, Resized  # 13-19 s to import: never on the plugin's paths
+
+    from napari_fvlm.core.inference.reference_protocol import resize_box, resized_organs, target_shape
+
+    ct, labels = volumes
+    stored_ct = np.asarray(nib.load(rf.DATA / "ct.nii.gz").dataobj).astype(np.float32)
+    stored_total = np.asarray(nib.load(rf.DATA / "total.nii.gz").dataobj)
+    merged = np.zeros(stored_total.shape, np.float32)  # the reference's organ numbers 1..4
+    lobes = [n for n in rf.TOTAL if n.startswith("lung_")]
+    for organ, names in enumerate((lobes, ("heart", "atrial_appendage_left"), ("esophagus",), ("aorta",)), 1):
+        merged[np.isin(stored_total, [rf.TOTAL[n] for n in names])] = organ
+    np.testing.assert_array_equal(stored_ct.T, ct.array)  # the file's voxel order is ours transposed
+    for shape in (target_shape(ct, (3.0, 1.0, 1.0)), (40, 50, 61)):
+        whole = tuple(slice(0, s) for s in shape)
+        resize = Resized(keys=["image", "label"], spatial_size=shape[::-1], mode=("trilinear", "nearest"))
+        theirs = resize({"image": torch.from_numpy(stored_ct)[None], "label": torch.from_numpy(merged)[None]})
+        ours = resize_box(ct.array, shape, whole)
+        # the same interpolation: bit for bit in our axis order; in the reference's order the three
+        # axes' weights are summed in another order, float32 rounding apart (values up to ~1000 HU)
+        assert np.array_equal(ours, Resize(spatial_size=shape, mode="trilinear")(torch.from_numpy(
+            ct.array.astype(np.float32))[None])[0].numpy())
+        assert np.abs(ours - theirs["image"][0].numpy().T).max() < 1e-3
+        np.testing.assert_array_equal(resized_organs(np.asarray(labels.array), shape),
+                                      theirs["label"][0].numpy().T)
+
+
 def test_protocol_slips_move_sharp_scores(converted, dicom_head_first, encoded, monkeypatch):
     """The test has teeth: the heart's crop 16 voxels off in x moves its sharp-temperature scores."""
     from napari_fvlm.core.anatomy.align import align_labels

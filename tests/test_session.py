@@ -9,13 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_fvlm.cli import main
 from napari_fvlm.core.inference import analyzer as analyzer_module
 from napari_fvlm.core.inference import export
 from napari_fvlm.core.inference.session import AnalysisSession, AnatomySource, export_findings, flagged_findings
 from napari_fvlm.core.io.read import read_volume
 
-QUERY = "fluid around the heart"
+from engine_fixtures import CASE_QUERIES
+
 JOB_TIMEOUT_MS = 60_000
 
 
@@ -31,12 +31,9 @@ def _heatmaps(folder) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.gui
-def test_cli_and_panel_write_identical_folders(synthetic_case, make_napari_viewer, qtbot, tmp_path, capsys):
+def test_cli_and_panel_write_identical_folders(synthetic_case, analysed_case, make_napari_viewer, qtbot, tmp_path):
     folder, model = synthetic_case
     ct, masks = str(folder / "ct.nii.gz"), str(folder / "anatomy.nii.gz")
-    assert main(["analyze", ct, "--masks", masks, "--model", model, "--query", QUERY,
-                 "--out", str(tmp_path / "cli")]) == 0, capsys.readouterr().err
-
     viewer = make_napari_viewer()
     ct_layer = viewer.open(ct, plugin="napari-fvlm")[0]
     _dock, panel = viewer.window.add_plugin_dock_widget("napari-fvlm", "fVLM analysis")
@@ -44,15 +41,16 @@ def test_cli_and_panel_write_identical_folders(synthetic_case, make_napari_viewe
     panel.view.inputs.select(ct=ct_layer.name, checkpoint=model)
     assert panel.analyze()
     qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)
-    assert panel.ask(QUERY)
-    qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)
+    for query in CASE_QUERIES:  # what `fvlm analyze` was asked for `analysed_case`
+        assert panel.ask(query)
+        qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)
     # the map the panel showed by itself is a flagged finding's, which the CLI writes too
     flagged = flagged_findings(panel.state.result.analysis)
     assert all(flagged.get(finding) == anatomy for anatomy, finding in panel.state.shown_findings)
     assert panel.export_findings(tmp_path / "panel")
     qtbot.waitUntil(lambda: not panel.runner.busy, timeout=JOB_TIMEOUT_MS)
 
-    cli, gui = tmp_path / "cli", tmp_path / "panel"
+    cli, gui = analysed_case, tmp_path / "panel"
     assert _without_timings(cli / "findings.json") == _without_timings(gui / "findings.json")
     assert (cli / "findings.csv").read_bytes() == (gui / "findings.csv").read_bytes()
     cli_maps, gui_maps = _heatmaps(cli), _heatmaps(gui)

@@ -24,8 +24,8 @@ def _losses(run):
     return [float(r["loss"]) for r in rows if r["loss"]], [float(r["val_loss"]) for r in rows if r["val_loss"]]
 
 
-def test_two_processes_match_one_process(tmp_path):
-    common = [f"cache_dir={tmp_path / 'cache'}", "max_steps=3", "checkpoint_every=1", "keep_checkpoints=3", "lr=3e-4", "warmup_steps=1",
+def test_two_processes_match_one_process(tmp_path, tiny_cache):
+    common = [f"cache_dir={tiny_cache}", "max_steps=3", "checkpoint_every=1", "keep_checkpoints=3", "lr=3e-4", "warmup_steps=1",
               "train_seeds=[0, 12]"]
     for split in ("train", "val"):
         prepare_split(load_config(TINY, common), split)

@@ -22,12 +22,11 @@ CPU = Processes(0, 1, 0, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cache")
-    config = load_config(TINY, [f"cache_dir={folder}"])
+def cache_dir(tiny_cache):
+    config = load_config(TINY, [f"cache_dir={tiny_cache}"])
     for split in ("train", "val"):
         prepare_split(config, split)
-    return folder
+    return tiny_cache
 
 
 def _config(cache_dir, out, *overrides):

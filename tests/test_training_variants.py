@@ -2,8 +2,6 @@
 `python -m training evaluate` on the trained checkpoint."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,6 +9,7 @@ from safetensors.torch import load_file
 
 from napari_fvlm.core.model.checkpoint import load_checkpoint
 from napari_fvlm.core.phantom.catalog import FINDINGS
+from training.__main__ import main
 from training.config import load_config
 from training.trainer import train
 
@@ -20,8 +19,8 @@ TINY = "training/configs/phantom-tiny.json"
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
+def cache_dir(tiny_cache):
+    return tiny_cache
 
 
 def test_co_teaching_with_gradient_accumulation(tmp_path, cache_dir):
@@ -39,7 +38,7 @@ def test_co_teaching_with_gradient_accumulation(tmp_path, cache_dir):
     assert any(k.startswith("models.1.") for k in moments) and any(k.startswith("models.0.") for k in moments)
 
 
-def test_global_clip_run_and_evaluation_cli(tmp_path, cache_dir):
+def test_global_clip_run_and_evaluation_cli(tmp_path, cache_dir, capsys):
     config = load_config(TINY, [f"cache_dir={cache_dir}", f"out_dir={tmp_path}", "max_steps=2",
                                 "loss=global_clip", "test_seeds=[20000, 20006]"])
     run = train(config)
@@ -47,11 +46,10 @@ def test_global_clip_run_and_evaluation_cli(tmp_path, cache_dir):
     assert len(rows) >= 4 and rows[0].startswith("step,")
     assert load_checkpoint(run / "best").checkpoint_extra["train_config"]["train"]["loss"] == "global_clip"
 
+    # the command in this process (`python -m training` itself starts in the two-process test)
     out = tmp_path / "evaluation"
-    command = [sys.executable, "-m", "training", "evaluate", "--model", str(run / "best"), "--split", "test",
-               "--out", str(out), "--bootstrap", "50"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert main(["evaluate", "--model", str(run / "best"), "--split", "test", "--out", str(out),
+                 "--bootstrap", "50"]) == 0, capsys.readouterr().err[-2000:]
     result = json.loads((out / "evaluation.json").read_text())
     assert result["summary"]["samples"] == 6 and result["summary"]["thresholds_from"] == "val"
     assert {s["id"] for s in result["samples"]} == {f"phantom-{s}" for s in range(20000, 20006)}
@@ -67,6 +65,7 @@ def test_global_clip_run_and_evaluation_cli(tmp_path, cache_dir):
         assert result["grounding"]["pointing_game_focal"] == sum(g["hit"] for g in focal) / len(focal)
     assert "| **mean** |" in (out / "evaluation.md").read_text()
 
-    bad = subprocess.run([sys.executable, "-m", "training", "evaluate", "--model", str(tmp_path / "nothing")],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "nothing")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and len(error.strip().splitlines()) == 1 and "Traceback" not in error

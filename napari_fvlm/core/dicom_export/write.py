@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..inference.export import heatmap_on_ct_grid, staged_output
+from ..inference.export import check_out_dir, heatmap_on_ct_grid, staged_output
 from ..report.table import FindingsTable
 from ..volume import Volume
 from .seg import anatomy_segments, build_segmentation, finding_segments
@@ -58,7 +58,9 @@ def dicom_results(ct: Volume, labels: Volume, table: FindingsTable, maps) -> dic
 
 def write_dicom_results(out, ct: Volume, labels: Volume, table: FindingsTable, maps) -> list[Path]:
     """Write `dicom_results` into the folder ``out`` (new, empty, or an earlier DICOM output, which
-    is replaced whole); returns the written paths."""
+    is replaced whole); returns the written paths. A folder holding other files is refused before
+    the objects are built (seconds of work)."""
+    check_out_dir(Path(out), DICOM_OUTPUTS)
     objects = dicom_results(ct, labels, table, maps)
     with staged_output(out, DICOM_OUTPUTS) as staging:
         for name, dataset in objects.items():
