@@ -247,3 +247,26 @@ def test_precomputed_channels_encode_exactly_like_computing_them(encoded_focal):
         torch.testing.assert_close(given.embeddings[name], computed.embeddings[name])
     with pytest.raises(ValueError, match="do not match the image"):
         encode_ct(model, prepared, channels=channels[:, 1:])
+
+
+@pytest.mark.slow
+def test_the_cache_command_prefills_the_focal_channels(tmp_path):
+    """`python -m training cache` leaves every sample's focal channels on disk (computed in worker
+    processes), equal to the filters run on the cached image, so training never waits for them."""
+    from napari_fvlm.core.inference.filters import focal_channels, quantise
+    from training.__main__ import main
+    from training.cache import read_sample
+    from training.config import load_config
+    from training.datasets import prepare_split
+    from training.focal_cache import channels_path
+
+    overrides = [f"cache_dir={tmp_path}", "model.focal_features=4", "model.focal_hidden=8", "num_workers=2"]
+    assert main(["cache", "--config", "training/configs/phantom-tiny.json", "--split", "val",
+                 *(item for o in overrides for item in ("--set", o))]) == 0
+    config = load_config("training/configs/phantom-tiny.json", overrides)
+    paths = prepare_split(config, "val")
+    assert len(paths) == 4
+    for path in paths:
+        with np.load(channels_path(path, config.model_config())) as stored:
+            expected = quantise(focal_channels(read_sample(path).image, config.model_config()))
+            np.testing.assert_array_equal(stored["channels"], expected)

@@ -97,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "cache":
             from .config import load_config
             from .datasets import prepare_split
+            from .focal_cache import prefill_channels
 
             config = load_config(args.config, args.overrides)
             for split in args.split or ("train", "val", "test"):
                 paths = prepare_split(config, split, workers=config.num_workers, progress=True)
+                if config.model_config().focal:  # the focal branch's fixed filters, once per sample
+                    prefill_channels(paths, config.model_config(), workers=config.num_workers, progress=True)
                 print(f"{split}: {len(paths)} samples in {paths[0].parent if paths else '-'}")
         elif args.command == "laterality":
             from napari_fvlm.core.inference.analyzer import Analyzer

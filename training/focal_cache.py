@@ -59,10 +59,24 @@ def read_channels(sample_path: Path, model_config, image: np.ndarray | None = No
     return dequantise(stored)
 
 
-def prefill_channels(paths, model_config, progress: bool = False) -> None:
-    """Compute the channels of every sample that lacks them."""
+def prefill_channels(paths, model_config, workers: int = 0, progress: bool = False) -> None:
+    """Compute the channels of every sample that lacks them (in ``workers`` processes if > 0)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
     todo = [p for p in paths if not channels_path(p, model_config).is_file()]
-    for path in tqdm(todo, desc="focal channels", disable=not progress, leave=False):
-        read_channels(path, model_config)
+    bar = tqdm(total=len(todo), desc="focal channels", disable=not progress, leave=False)
+    if workers > 0 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(_write_channels, todo, [model_config] * len(todo), chunksize=4):
+                bar.update()
+    else:
+        for path in todo:
+            _write_channels(path, model_config)
+            bar.update()
+    bar.close()
+
+
+def _write_channels(path, model_config) -> None:
+    read_channels(path, model_config)  # computes and stores them; the values are not needed here
