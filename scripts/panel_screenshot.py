@@ -16,13 +16,13 @@ import argparse
 def wait_until(app, done, timeout_s: float) -> None:
     from napari_fvlm.widgets.responsiveness import wait_until as run_until
 
-    run_until(app, done, timeout_s, poll_s=0.02)
+    run_until(app, done, timeout_s, poll_ms=20)
 
 
 def settle(app, seconds: float = 1.0) -> None:
     from napari_fvlm.widgets.responsiveness import settle as run_for
 
-    run_for(app, seconds, poll_s=0.02)
+    run_for(app, seconds, poll_ms=20)
 
 
 def main() -> None:

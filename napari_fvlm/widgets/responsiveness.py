@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEventLoop, Qt, QTimer
 
 TICK_MS = 20
 
@@ -38,19 +38,32 @@ class GapMeter:
         return [(float(ticks[i] - ticks[0]), float(gaps[i])) for i in np.flatnonzero(gaps > seconds)]
 
 
-def wait_until(app, done, timeout_s: float, poll_s: float = 0.005) -> None:
-    """Run the event loop until ``done()`` is true; TimeoutError after ``timeout_s``."""
+def wait_until(app, done, timeout_s: float, poll_ms: int = 5) -> None:
+    """Run the event loop until ``done()`` is true; TimeoutError after ``timeout_s``.
+
+    A real (nested) event loop, not a ``processEvents`` spin: only an event loop carries out
+    ``deleteLater``, and napari hides its activity spinner when a finished progress bar is
+    deleted, so under a spin the spinner animated for ever and repainted the window 17 times a
+    second, which a user's running napari never does."""
     end = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > end:
-            raise TimeoutError(f"the action did not finish within {timeout_s:.0f} s")
-        app.processEvents()
-        time.sleep(poll_s)
+    _run_loop(lambda: done() or time.monotonic() > end, poll_ms)
+    if not done():
+        raise TimeoutError(f"the action did not finish within {timeout_s:.0f} s")
 
 
-def settle(app, seconds: float, poll_s: float = 0.005) -> None:
+def settle(app, seconds: float, poll_ms: int = 5) -> None:
     """Run the event loop for ``seconds`` (pending redraws and continuations land)."""
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(poll_s)
+    _run_loop(lambda: time.monotonic() >= end, poll_ms)
+
+
+def _run_loop(finished, poll_ms: int) -> None:
+    """Run a nested event loop until ``finished()``, checked every ``poll_ms``."""
+    if finished():
+        return
+    loop = QEventLoop()
+    poll = QTimer()
+    poll.timeout.connect(lambda: finished() and loop.quit())
+    poll.start(poll_ms)
+    loop.exec()
+    poll.stop()
