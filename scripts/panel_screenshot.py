@@ -1,7 +1,7 @@
 """Retake the panel's screenshots in docs/images: the first screen of `fvlm demo` (analysis done,
 the most probable finding's heatmap shown) and the three planes after a query.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/panel_screenshot.py \
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/panel_screenshot.py \
         --seed 20001 --query "enlarged heart"
 
 The seed should be a held-out one (20000 and up: never trained on). Runs the real panel with

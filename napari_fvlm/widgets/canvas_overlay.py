@@ -182,8 +182,9 @@ class PlaneOverlay(QWidget):
         align = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
         for value, y in ((high, rect.top()), (low, rect.bottom())):
             _shadowed_text(painter, QRectF(rect.right() + 4, y - 10, 44, 20), f"{value:.2f}", TEXT_COLOR, align)
-        _shadowed_text(painter, QRectF(rect.left() - 10, rect.bottom() + 4, 60, 20), "probability", TEXT_COLOR,
-                       align)
+        # right-aligned under the values' column: a box starting at the bar cut the word at the canvas edge
+        _shadowed_text(painter, QRectF(rect.right() + 44 - 120, rect.bottom() + 4, 120, 20), "probability",
+                       TEXT_COLOR, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 
 def _shadowed_text(painter: QPainter, rect: QRectF, text: str, color: QColor, align) -> None:
