@@ -32,21 +32,20 @@ def busy_cores(count: int | None = None) -> list:
     return spinners
 
 
-def wait_until(app, done, timeout_s: float = JOB_TIMEOUT_S) -> None:
+def wait_until(done, timeout_s: float = JOB_TIMEOUT_S) -> None:
     from napari_fvlm.widgets.responsiveness import wait_until as run_until
 
-    run_until(app, done, timeout_s)
+    run_until(done, timeout_s)
 
 
-def settle(app, seconds: float = 0.3) -> None:
+def settle(seconds: float = 0.3) -> None:
     from napari_fvlm.widgets.responsiveness import settle as run_for
 
-    run_for(app, seconds)
+    run_for(seconds)
 
 
 def main() -> None:
     import napari
-    from qtpy.QtWidgets import QApplication
 
     from benchmarks.chest_ct import chest_ct
     from napari_fvlm.core.io.nifti import write_nifti
@@ -60,16 +59,15 @@ def main() -> None:
 
     spinners = busy_cores()  # forked before Qt starts
     viewer = napari.Viewer(title="bench", show=True)
-    app = QApplication.instance()
     _dock, panel = viewer.window.add_plugin_dock_widget("napari-fvlm", "fVLM analysis")
     viewer.window._qt_window.resize(1500, 950)
     panel.show_three_planes(True)
-    settle(app)
+    settle()
 
     def settled() -> None:
         """Pending redraws have landed and the side planes have caught up (they follow a turn later)."""
-        settle(app)
-        wait_until(app, panel.layout_of_views.planes.settled)
+        settle()
+        wait_until(panel.layout_of_views.planes.settled)
 
     meter = GapMeter()
     gaps: dict[str, float] = {}
@@ -83,14 +81,14 @@ def main() -> None:
         opened = []
         panel.open_ct(str(folder / "ct.nii.gz"))
         panel._opening.returned.connect(lambda *_: opened.append(True))
-        wait_until(app, lambda: bool(opened) and "ct" in viewer.layers)
+        wait_until(lambda: bool(opened) and "ct" in viewer.layers)
         settled()
         gaps["open a 512x512x300 CT"] = meter.stop()
 
         panel.view.inputs.select(ct="ct", labels=layer.name)
         meter.start()
         panel.analyze()
-        wait_until(app, lambda: not panel.runner.busy)
+        wait_until(lambda: not panel.runner.busy)
         settled()
         gaps["first analysis (model loaded)"] = meter.stop()
         if panel.state.result is None:
@@ -100,13 +98,13 @@ def main() -> None:
         anatomy, finding = row.anatomy, row.finding
         meter.start()
         panel.view.table.choose(anatomy, finding)
-        wait_until(app, lambda: not panel.runner.busy)
+        wait_until(lambda: not panel.runner.busy)
         settled()
         gaps["table row click"] = meter.stop()
 
         meter.start()
         panel.ask("nodule in the left lower lobe")
-        wait_until(app, lambda: not panel.runner.busy)
+        wait_until(lambda: not panel.runner.busy)
         settled()
         gaps["query"] = meter.stop()
 
@@ -118,9 +116,9 @@ def main() -> None:
 
         meter.start()
         panel.export_findings(folder / "export")
-        wait_until(app, lambda: not panel.runner.busy)
+        wait_until(lambda: not panel.runner.busy)
         panel.export_masks(folder / "export_masks.nii.gz")
-        wait_until(app, lambda: not panel.runner.busy)
+        wait_until(lambda: not panel.runner.busy)
         settled()
         gaps["export findings and masks"] = meter.stop()
     finally:

@@ -53,12 +53,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import napari
-    from qtpy.QtWidgets import QApplication
 
     from napari_fvlm.demo import PANEL, fit_window
     from napari_fvlm.widgets.viewer_layout import main_window
 
-    app = QApplication.instance() or QApplication([])
     with tempfile.TemporaryDirectory() as work:
         viewer = napari.Viewer(title="napari-fvlm")
         fit_window(viewer)
@@ -69,19 +67,19 @@ def main() -> None:
         window.show()
         panel.view.inputs.select(ct=current.name, labels=current_masks.name)
         panel.analyze()
-        wait_until(app, lambda: panel.state.result is not None and not panel.runner.busy, 600)
+        wait_until(lambda: panel.state.result is not None and not panel.runner.busy, 600)
         show_tab(panel, panel.view.report)
         close_toasts(window)
-        settle(app)
+        settle()
         window.grab().save(args.report)
         print(f"report draft written to {args.report}")
 
         panel.view.comparison.select(prior.name, current.name, prior_masks.name, current_masks.name)
         panel.prior_current.compare()
-        wait_until(app, lambda: panel.state.comparison is not None and not panel.runner.busy, 600)
+        wait_until(lambda: panel.state.comparison is not None and not panel.runner.busy, 600)
         show_tab(panel, panel.view.comparison)
         panel.view.comparison.table.choose("heart", "cardiomegaly")
-        settle(app, 2.0)
+        settle(2.0)
         window.grab().save(args.compare)
         print(f"prior vs current written to {args.compare}")
         viewer.close()

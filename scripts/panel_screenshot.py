@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 
 
-def wait_until(app, done, timeout_s: float) -> None:
+def wait_until(done, timeout_s: float) -> None:
     from napari_fvlm.widgets.responsiveness import wait_until as run_until
 
-    run_until(app, done, timeout_s, poll_ms=20)
+    run_until(done, timeout_s, poll_ms=20)
 
 
-def settle(app, seconds: float = 1.0) -> None:
+def settle(seconds: float = 1.0) -> None:
     from napari_fvlm.widgets.responsiveness import settle as run_for
 
-    run_for(app, seconds, poll_ms=20)
+    run_for(seconds, poll_ms=20)
 
 
 def main() -> None:
@@ -33,22 +33,19 @@ def main() -> None:
     parser.add_argument("--planes", default="docs/images/three-planes.png")
     args = parser.parse_args()
 
-    from qtpy.QtWidgets import QApplication
-
     from napari_fvlm.demo import open_demo
     from napari_fvlm.widgets.viewer_layout import main_window
 
     viewer, panel = open_demo(seed=args.seed)  # sized to the screen, three planes, analysis started
     window = main_window(viewer)
     window.show()
-    app = QApplication.instance()
-    wait_until(app, lambda: panel.state.result is not None and not panel.runner.busy, 600)
-    settle(app)
+    wait_until(lambda: panel.state.result is not None and not panel.runner.busy, 600)
+    settle()
     window.grab().save(args.first_screen)
     print(f"first screen written to {args.first_screen}")
     panel.ask(args.query)
-    wait_until(app, lambda: not panel.runner.busy and args.query in panel.state.history, 120)
-    settle(app)
+    wait_until(lambda: not panel.runner.busy and args.query in panel.state.history, 120)
+    settle()
     window.grab().save(args.planes)
     print(f"three planes written to {args.planes}")
     viewer.close()

@@ -38,7 +38,7 @@ class GapMeter:
         return [(float(ticks[i] - ticks[0]), float(gaps[i])) for i in np.flatnonzero(gaps > seconds)]
 
 
-def wait_until(app, done, timeout_s: float, poll_ms: int = 5) -> None:
+def wait_until(done, timeout_s: float, poll_ms: int = 5) -> None:
     """Run the event loop until ``done()`` is true; TimeoutError after ``timeout_s``.
 
     A real (nested) event loop, not a ``processEvents`` spin: only an event loop carries out
@@ -51,7 +51,7 @@ def wait_until(app, done, timeout_s: float, poll_ms: int = 5) -> None:
         raise TimeoutError(f"the action did not finish within {timeout_s:.0f} s")
 
 
-def settle(app, seconds: float, poll_ms: int = 5) -> None:
+def settle(seconds: float, poll_ms: int = 5) -> None:
     """Run the event loop for ``seconds`` (pending redraws and continuations land)."""
     end = time.monotonic() + seconds
     _run_loop(lambda: time.monotonic() >= end, poll_ms)
